@@ -1,0 +1,62 @@
+/* The matrix kernels: the interface that the forward pass calls, a portable
+ * reference implementation (kernels_ref.c), and SIMD variants chosen at run
+ * time from the CPU's features (kernels_<isa>.c). Every variant must give the
+ * same integer results as the reference for the ternary types. */
+#ifndef BN_KERNELS_H
+#define BN_KERNELS_H
+
+#include "common.h"
+
+/* A 2-D weight matrix bound to the model: n_rows outputs of n_cols inputs
+ * (ggml's ne[1] x ne[0]), stored row after row, each row `row_bytes` long.
+ * `data` points into the file mapping, or at a repacked copy. */
+typedef struct bn_tensor {
+    int type;
+    int64_t n_cols;
+    int64_t n_rows;
+    size_t row_bytes;
+    const void *data;
+    /* Per-tensor factor applied to every output: I2_S's stored scale, or the
+     * product of the `.scale` tensor of llama.cpp's bitnet arch; 1 if none. */
+    float scale;
+    const char *name; /* for error messages */
+} bn_tensor;
+
+/* BitLinear activation quantization, per token (row of n floats):
+ * s = 127 / max(|x|) (max clamped to 1e-5), q = clamp(round(x * s), -128, 127).
+ * Rounding is half to even, as torch.round (transformers' BitNet) and ggml's
+ * nearest_int (bitnet.cpp's quantize_row_i8_s) both do. Returns s. */
+typedef float (*bn_quantize_act_fn)(const float *x, int64_t n, int8_t *q);
+
+/* Ternary matmul on int8 activations, rows [r0, r1) of w, n_tok tokens:
+ *   out[t * out_stride + r] = (sum_k w[r,k] * q[t * n_cols + k]) * w.scale
+ *                             * block scales / act_scale[t]
+ * The integer sum is exact (int32). */
+typedef void (*bn_matmul_i8_fn)(const bn_tensor *w, const int8_t *q, const float *act_scale,
+                                int64_t n_tok, float *out, int64_t out_stride, int64_t r0,
+                                int64_t r1);
+
+/* Float-activation matmul for the float and Q types (embedding rows, heads,
+ * llama float weights): out[t * out_stride + r] = sum_k w[r,k] * x[t*n_cols+k]. */
+typedef void (*bn_matmul_f32_fn)(const bn_tensor *w, const float *x, int64_t n_tok, float *out,
+                                 int64_t out_stride, int64_t r0, int64_t r1);
+
+typedef struct bn_kernels {
+    const char *name;
+    bn_quantize_act_fn quantize_act;
+    /* Indexed by type id; NULL where the type has no kernel of that kind. */
+    bn_matmul_i8_fn matmul_i8[BN_TYPE_COUNT_];
+    bn_matmul_f32_fn matmul_f32[BN_TYPE_COUNT_];
+} bn_kernels;
+
+/* The portable reference set. */
+const bn_kernels *bn_kernels_reference(void);
+/* The best set for this CPU (computed once; read-only afterwards). */
+const bn_kernels *bn_kernels_best(void);
+
+/* Exact integer dot product of one ternary row with int8 activations, per
+ * block: the reference that every variant is checked against. For types
+ * with per-block scales, returns the float sum of scale_b * isum_b. */
+float bn_ref_dot_ternary(const bn_tensor *w, int64_t row, const int8_t *q);
+
+#endif /* BN_KERNELS_H */
