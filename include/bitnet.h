@@ -476,6 +476,11 @@ BN_API void bn_sampler_free(bn_sampler *s);
 /* Choose a token from logits[n_vocab]. Does not modify `logits`. */
 BN_API bn_status bn_sampler_sample(bn_sampler *s, const float *logits, int32_t *token,
                                    bn_error *err);
+/* The distribution bn_sampler_sample draws from (after penalties, filters
+ * and temperature): probs[n_vocab], zero for filtered tokens. For testing
+ * against other implementations; greedy gives a one-hot vector. Does not
+ * advance the RNG or the mirostat state. */
+BN_API bn_status bn_sampler_probs(bn_sampler *s, const float *logits, float *probs, bn_error *err);
 /* Record a token in the penalty history (prompt tokens and chosen ones). */
 BN_API void bn_sampler_accept(bn_sampler *s, int32_t token);
 /* Clear history and mirostat state; reseed. */
