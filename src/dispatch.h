@@ -1,0 +1,24 @@
+/* Run-time CPU features and the SIMD kernel sets they select
+ * (cpu_features.c, kernels.c, kernels_<isa>.c). */
+#ifndef BN_DISPATCH_H
+#define BN_DISPATCH_H
+
+#include "kernels.h"
+
+enum {
+    BN_CPU_AVX2 = 1u << 0,
+    BN_CPU_FMA = 1u << 1,
+    BN_CPU_F16C = 1u << 2,
+    BN_CPU_AVX512F = 1u << 3,
+    BN_CPU_AVX512BW = 1u << 4,
+    BN_CPU_AVX512VL = 1u << 5,
+    BN_CPU_AVX512VNNI = 1u << 6,
+    BN_CPU_AVXVNNI = 1u << 7,
+    BN_CPU_NEON = 1u << 8,
+    BN_CPU_ASIMDDP = 1u << 9
+};
+
+/* BN_CPU_* bits of this CPU, usable by this OS (detected once). */
+unsigned bn_cpu_flags(void);
+
+#endif /* BN_DISPATCH_H */

@@ -1,0 +1,27 @@
+/* Kernel selection: the best set for this CPU, chosen once. Setting the
+ * environment variable BITNET_KERNELS=reference forces the portable set
+ * (for debugging and for comparing against it). */
+#include "dispatch.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Written once under pthread_once, read-only afterwards. */
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static const bn_kernels *g_best;
+
+static void choose(void) {
+    g_best = bn_kernels_reference();
+    const char *force = getenv("BITNET_KERNELS");
+    if (force && strcmp(force, "reference") == 0) return;
+#if defined(BN_HAVE_AVX2_KERNELS)
+    const unsigned need = BN_CPU_AVX2 | BN_CPU_FMA | BN_CPU_F16C;
+    if ((bn_cpu_flags() & need) == need) g_best = bn_kernels_avx2();
+#endif
+}
+
+const bn_kernels *bn_kernels_best(void) {
+    pthread_once(&g_once, choose);
+    return g_best;
+}

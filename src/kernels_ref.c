@@ -1,0 +1,150 @@
+/* The portable reference kernels: plain C, one block at a time, no
+ * allocation (stack buffers of one block or chunk). SIMD variants must give
+ * the same integer sums for the ternary types, and for them the same floats:
+ * per row and token, out = (sum over blocks of d_b * isum_b) * scale / act
+ * (I2_S: the whole row's isum as float) in exactly this order. */
+#include "fmt.h"
+#include "kernels.h"
+#include "quant.h"
+
+#include <math.h>
+
+/* Tokens handled together per pass over a row (partial sums on the stack). */
+#define TOK_TILE 64
+/* Elements dequantized at a time in the float path; a multiple of every
+ * block size. */
+#define CHUNK 256
+
+static float ref_quantize_act(const float *x, int64_t n, int8_t *q) {
+    float amax = 0.0f;
+    for (int64_t i = 0; i < n; i++)
+        amax = fmaxf(amax, fabsf(x[i]));
+    if (amax < 1e-5f) amax = 1e-5f;
+    const float s = 127.0f / amax;
+    for (int64_t i = 0; i < n; i++) {
+        const float v = nearbyintf(x[i] * s); /* half to even in the default mode */
+        q[i] = (int8_t)(v >= 127.0f ? 127 : v <= -128.0f ? -128 : v == v ? (int)v : 0);
+    }
+    return s;
+}
+
+static int32_t dot_i8(const int8_t *a, const int8_t *b, int n) {
+    int32_t s = 0;
+    for (int i = 0; i < n; i++)
+        s += (int32_t)a[i] * (int32_t)b[i];
+    return s;
+}
+
+/* Unpack block b of a ternary row; returns its scale (1 for I2_S). */
+static float unpack_block(int type, const uint8_t *row, int64_t b, int8_t *wq) {
+    switch (type) {
+    case BN_TYPE_TQ1_0: return bn_tq1_0_unpack(row + b * BN_TQ1_0_BYTES, wq);
+    case BN_TYPE_TQ2_0: return bn_tq2_0_unpack(row + b * BN_TQ2_0_BYTES, wq);
+    default: bn_i2_s_unpack(row + b * BN_I2_S_BYTES, wq); return 1.0f;
+    }
+}
+
+float bn_ref_dot_ternary(const bn_tensor *w, int64_t row, const int8_t *q) {
+    const int is_i2s = w->type == BN_TYPE_I2_S;
+    const int bs = is_i2s ? BN_QK_I2_S : BN_QK_K;
+    const uint8_t *r = (const uint8_t *)w->data + (size_t)row * w->row_bytes;
+    int8_t wq[BN_QK_K];
+    float facc = 0.0f;
+    int32_t iacc = 0;
+    for (int64_t b = 0; b < w->n_cols / bs; b++) {
+        const float d = unpack_block(w->type, r, b, wq);
+        const int32_t s = dot_i8(wq, q + b * bs, bs);
+        if (is_i2s) {
+            iacc += s;
+        } else {
+            facc += d * (float)s;
+        }
+    }
+    return is_i2s ? (float)iacc : facc;
+}
+
+static void matmul_ternary(const bn_tensor *w, const int8_t *q, const float *act_scale,
+                           int64_t n_tok, float *out, int64_t out_stride, int64_t r0, int64_t r1) {
+    const int is_i2s = w->type == BN_TYPE_I2_S;
+    const int bs = is_i2s ? BN_QK_I2_S : BN_QK_K;
+    const int64_t n = w->n_cols, nb = n / bs;
+    int8_t wq[BN_QK_K];
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+        for (int64_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
+            const int nt = (int)(n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE);
+            float facc[TOK_TILE] = {0};
+            int32_t iacc[TOK_TILE] = {0};
+            for (int64_t b = 0; b < nb; b++) {
+                const float d = unpack_block(w->type, row, b, wq);
+                for (int t = 0; t < nt; t++) {
+                    const int32_t s = dot_i8(wq, q + (t0 + t) * n + b * bs, bs);
+                    if (is_i2s) {
+                        iacc[t] += s;
+                    } else {
+                        facc[t] += d * (float)s;
+                    }
+                }
+            }
+            for (int t = 0; t < nt; t++) {
+                const float sum = is_i2s ? (float)iacc[t] : facc[t];
+                out[(t0 + t) * out_stride + r] = sum * w->scale / act_scale[t0 + t];
+            }
+        }
+    }
+}
+
+/* Any type with a to_float: dequantize CHUNK elements of a row, dot them
+ * with each token of the tile, and add the chunk's sum to the token's. */
+static void matmul_float(const bn_tensor *w, const float *x, int64_t n_tok, float *out,
+                         int64_t out_stride, int64_t r0, int64_t r1) {
+    const bn_type_traits *tt = bn_type_get(w->type);
+    const int64_t n = w->n_cols;
+    const size_t chunk_bytes = (size_t)(CHUNK / tt->block_size) * tt->type_size;
+    float buf[CHUNK];
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+        for (int64_t t0 = 0; t0 < n_tok; t0 += TOK_TILE) {
+            const int nt = (int)(n_tok - t0 < TOK_TILE ? n_tok - t0 : TOK_TILE);
+            float acc[TOK_TILE] = {0};
+            for (int64_t k0 = 0, c = 0; k0 < n; k0 += CHUNK, c++) {
+                const int len = (int)(n - k0 < CHUNK ? n - k0 : CHUNK);
+                tt->to_float(row + (size_t)c * chunk_bytes, buf, len);
+                for (int t = 0; t < nt; t++) {
+                    const float *xt = x + (t0 + t) * n + k0;
+                    float s = 0.0f;
+                    for (int k = 0; k < len; k++)
+                        s += buf[k] * xt[k];
+                    acc[t] += s;
+                }
+            }
+            for (int t = 0; t < nt; t++)
+                out[(t0 + t) * out_stride + r] = acc[t] * w->scale;
+        }
+    }
+}
+
+static const bn_kernels k_reference = {
+    .name = "reference",
+    .quantize_act = ref_quantize_act,
+    .matmul_i8 =
+        {
+            [BN_TYPE_TQ1_0] = matmul_ternary,
+            [BN_TYPE_TQ2_0] = matmul_ternary,
+            [BN_TYPE_I2_S] = matmul_ternary,
+        },
+    .matmul_f32 =
+        {
+            [BN_TYPE_F32] = matmul_float,
+            [BN_TYPE_F16] = matmul_float,
+            [BN_TYPE_BF16] = matmul_float,
+            [BN_TYPE_Q8_0] = matmul_float,
+            [BN_TYPE_Q4_0] = matmul_float,
+            [BN_TYPE_Q6_K] = matmul_float,
+            [BN_TYPE_TQ1_0] = matmul_float,
+            [BN_TYPE_TQ2_0] = matmul_float,
+            [BN_TYPE_I2_S] = matmul_float,
+        },
+};
+
+const bn_kernels *bn_kernels_reference(void) { return &k_reference; }
