@@ -1,0 +1,375 @@
+/* Kernels: activation quantization (ties to even), the ternary int8
+ * matmuls against a pure-integer reference, agreement of the three ternary
+ * types, the float matmuls against double precision, row ranges, and every
+ * SIMD set against the reference. */
+#include "dispatch.h"
+#include "fmt.h"
+#include "kernels.h"
+#include "quant.h"
+#include "test_util.h"
+
+#include <stdint.h>
+
+static uint64_t g_rng = 0x1234567887654321ull;
+static uint64_t rnd_u64(void) {
+    g_rng ^= g_rng >> 12;
+    g_rng ^= g_rng << 25;
+    g_rng ^= g_rng >> 27;
+    return g_rng * 0x2545f4914f6cdd1dull;
+}
+static float rnd_uniform(float lo, float hi) {
+    return lo + (hi - lo) * (float)((rnd_u64() >> 40) * (1.0 / 16777216.0));
+}
+
+static void test_quantize_act(const bn_kernels *k) {
+    /* max |x| = 127 makes the scale exactly 1, so x * s are the ties. */
+    const float x[] = {127.0f, 0.5f,   1.5f,    2.5f,  -0.5f,  -1.5f,
+                       -2.5f,  126.5f, -126.5f, 3.49f, -127.0f};
+    const int8_t want[] = {127, 0, 2, 2, 0, -2, -2, 126, -126, 3, -127};
+    const int n = (int)(sizeof x / sizeof x[0]);
+    int8_t q[16];
+    const float s = k->quantize_act(x, n, q);
+    CHECKF(s == 1.0f, "%s: scale %g", k->name, (double)s);
+    for (int i = 0; i < n; i++)
+        CHECKF(q[i] == want[i], "%s: q[%d] = %d, want %d", k->name, i, q[i], want[i]);
+    /* Scale 127 / max: max 254 gives s = 0.5, ties at odd x. */
+    const float y[] = {-254.0f, 1.0f, 3.0f, 5.0f, -7.0f, 253.0f};
+    const int8_t wy[] = {-127, 0, 2, 2, -4, 126};
+    const float sy = k->quantize_act(y, 6, q);
+    CHECK(sy == 0.5f);
+    for (int i = 0; i < 6; i++)
+        CHECKF(q[i] == wy[i], "%s: y q[%d] = %d", k->name, i, q[i]);
+    /* All zero: max clamped to 1e-5, q all zero. */
+    const float z[300] = {0};
+    int8_t qz[300];
+    const float sz = k->quantize_act(z, 300, qz);
+    CHECK(sz == 127.0f / 1e-5f);
+    int nz = 0;
+    for (int i = 0; i < 300; i++)
+        nz += qz[i] != 0;
+    CHECK(nz == 0);
+    /* Random rows: q = round_half_even(x * s) within [-128, 127]. */
+    float r[1000];
+    int8_t qr[1000];
+    for (int i = 0; i < 1000; i++)
+        r[i] = rnd_uniform(-3, 3);
+    const float sr = k->quantize_act(r, 1000, qr);
+    float amax = 0;
+    for (int i = 0; i < 1000; i++)
+        amax = fmaxf(amax, fabsf(r[i]));
+    CHECK(sr == 127.0f / amax);
+    int bad = 0;
+    for (int i = 0; i < 1000; i++)
+        bad += qr[i] != (int8_t)nearbyintf(r[i] * sr);
+    CHECK(bad == 0);
+}
+
+/* One ternary test case: a random ternary matrix and random activations,
+ * packed as every ternary type. */
+typedef struct {
+    int64_t n_rows, n_cols, n_tok;
+    int8_t *w;          /* [n_rows][n_cols] in {-1, 0, 1} */
+    float *x;           /* [n_tok][n_cols] */
+    int8_t *q;          /* quantized activations */
+    float *act;         /* [n_tok] */
+    int64_t *isum;      /* [n_tok][n_rows] exact integer sums */
+    uint8_t *packed[3]; /* TQ1_0, TQ2_0, I2_S */
+    size_t nbytes[3];
+} tcase;
+
+static const int k_tern[3] = {BN_TYPE_TQ1_0, BN_TYPE_TQ2_0, BN_TYPE_I2_S};
+static const float k_wscale = 0.375f; /* f16-exact; a multiple of a power of two */
+
+static void tcase_free(tcase *c) {
+    free(c->w);
+    free(c->x);
+    free(c->q);
+    free(c->act);
+    free(c->isum);
+    for (int i = 0; i < 3; i++)
+        free(c->packed[i]);
+}
+
+static int tcase_make(tcase *c, int64_t n_rows, int64_t n_cols, int64_t n_tok) {
+    memset(c, 0, sizeof *c);
+    c->n_rows = n_rows;
+    c->n_cols = n_cols;
+    c->n_tok = n_tok;
+    c->w = malloc((size_t)(n_rows * n_cols));
+    c->x = malloc((size_t)(n_tok * n_cols) * sizeof(float));
+    c->q = malloc((size_t)(n_tok * n_cols));
+    c->act = malloc((size_t)n_tok * sizeof(float));
+    c->isum = malloc((size_t)(n_tok * n_rows) * sizeof(int64_t));
+    float *wf = malloc((size_t)(n_rows * n_cols) * sizeof(float));
+    if (!c->w || !c->x || !c->q || !c->act || !c->isum || !wf) {
+        free(wf);
+        return 0;
+    }
+    for (int64_t i = 0; i < n_rows * n_cols; i++) {
+        c->w[i] = (int8_t)((int)(rnd_u64() % 3) - 1);
+        wf[i] = (float)c->w[i] * k_wscale;
+    }
+    /* Activations with extremes so that -128 and 127 appear in q. */
+    for (int64_t i = 0; i < n_tok * n_cols; i++)
+        c->x[i] = rnd_uniform(-2, 2);
+    for (int64_t t = 0; t < n_tok; t++)
+        c->x[t * n_cols] = -4.0f;
+    const bn_kernels *ref = bn_kernels_reference();
+    for (int64_t t = 0; t < n_tok; t++) {
+        c->act[t] = ref->quantize_act(c->x + t * n_cols, n_cols, c->q + t * n_cols);
+    }
+    for (int64_t t = 0; t < n_tok; t++) {
+        for (int64_t r = 0; r < n_rows; r++) {
+            int64_t s = 0;
+            for (int64_t k = 0; k < n_cols; k++)
+                s += (int64_t)c->w[r * n_cols + k] * c->q[t * n_cols + k];
+            c->isum[t * n_rows + r] = s;
+        }
+    }
+    bn_error err;
+    for (int i = 0; i < 3; i++) {
+        c->nbytes[i] = bn_type_nbytes(k_tern[i], n_cols, n_rows, &err);
+        c->packed[i] = malloc(c->nbytes[i]);
+        if (!c->packed[i] ||
+            bn_quantize(k_tern[i], wf, n_cols, n_rows, c->packed[i], c->nbytes[i], &err) != BN_OK) {
+            free(wf);
+            return 0;
+        }
+    }
+    free(wf);
+    return 1;
+}
+
+static bn_tensor tensor_of(const tcase *c, int i) {
+    bn_tensor w;
+    w.type = k_tern[i];
+    w.n_cols = c->n_cols;
+    w.n_rows = c->n_rows;
+    w.row_bytes = bn_row_bytes(w.type, c->n_cols);
+    w.data = c->packed[i];
+    w.scale = 1.0f;
+    if (w.type == BN_TYPE_I2_S) {
+        memcpy(&w.scale, c->packed[i] + (size_t)c->n_rows * w.row_bytes, 4);
+    }
+    w.name = bn_type_name(w.type);
+    return w;
+}
+
+static void test_ternary(const bn_kernels *k, int64_t n_rows, int64_t n_cols, int64_t n_tok) {
+    tcase c;
+    if (!tcase_make(&c, n_rows, n_cols, n_tok)) {
+        CHECK(0 && "setup failed");
+        tcase_free(&c);
+        return;
+    }
+    const int64_t stride = n_rows + 3; /* out rows are strided: padding must stay */
+    float *out[3];
+    for (int i = 0; i < 3; i++) {
+        out[i] = malloc((size_t)(n_tok * stride) * sizeof(float));
+        if (!out[i]) {
+            CHECK(0 && "out of memory");
+            return;
+        }
+        for (int64_t j = 0; j < n_tok * stride; j++)
+            out[i][j] = -999.0f;
+    }
+    for (int i = 0; i < 3; i++) {
+        const bn_tensor w = tensor_of(&c, i);
+        CHECK(w.scale == (w.type == BN_TYPE_I2_S ? k_wscale : 1.0f));
+        /* The reference dot: exact integer sums, block scales applied. */
+        long bad = 0;
+        for (int64_t t = 0; t < n_tok; t++) {
+            for (int64_t r = 0; r < n_rows; r++) {
+                const float got = bn_ref_dot_ternary(&w, r, c.q + t * n_cols);
+                const float want = w.type == BN_TYPE_I2_S
+                                       ? (float)c.isum[t * n_rows + r]
+                                       : k_wscale * (float)c.isum[t * n_rows + r];
+                bad += got != want;
+            }
+        }
+        CHECKF(bad == 0, "%s: bn_ref_dot_ternary differs from the integer sums %ld times", w.name,
+               bad);
+
+        /* The kernel, split into two row ranges as a thread pool would. */
+        const int64_t mid = n_rows / 3;
+        k->matmul_i8[w.type](&w, c.q, c.act, n_tok, out[i], stride, 0, mid);
+        k->matmul_i8[w.type](&w, c.q, c.act, n_tok, out[i], stride, mid, n_rows);
+        bad = 0;
+        for (int64_t t = 0; t < n_tok; t++) {
+            for (int64_t r = 0; r < n_rows; r++) {
+                const float want = k_wscale * (float)c.isum[t * n_rows + r] / c.act[t];
+                bad += out[i][t * stride + r] != want;
+            }
+            for (int64_t r = n_rows; r < stride; r++)
+                bad += out[i][t * stride + r] != -999.0f;
+        }
+        CHECKF(bad == 0, "%s/%s: matmul_i8 differs from the integer reference %ld times", k->name,
+               w.name, bad);
+    }
+    /* All three types agree bit for bit. */
+    CHECK(memcmp(out[0], out[1], (size_t)(n_tok * stride) * sizeof(float)) == 0);
+    CHECK(memcmp(out[0], out[2], (size_t)(n_tok * stride) * sizeof(float)) == 0);
+    for (int i = 0; i < 3; i++)
+        free(out[i]);
+    tcase_free(&c);
+}
+
+/* Per-block scales that differ: TQ blocks get their own d; the kernel must
+ * give sum_b d_b * isum_b in block order, as bn_ref_dot_ternary does. */
+static void test_ternary_block_scales(const bn_kernels *k) {
+    const int64_t n_rows = 9, n_cols = 1024, n_tok = 70;
+    float *wf = malloc((size_t)(n_rows * n_cols) * sizeof(float));
+    float *x = malloc((size_t)(n_tok * n_cols) * sizeof(float));
+    int8_t *q = malloc((size_t)(n_tok * n_cols));
+    float act[70], out[70 * 9];
+    uint8_t *buf = malloc((size_t)(n_rows * n_cols));
+    if (!wf || !x || !q || !buf) {
+        CHECK(0 && "out of memory");
+        goto done;
+    }
+    for (int64_t i = 0; i < n_rows * n_cols; i++) {
+        const float d = bn_fp16_to_fp32(bn_fp32_to_fp16(0.01f * (float)(1 + (i / 256) % 7)));
+        wf[i] = (float)((int)(rnd_u64() % 3) - 1) * d;
+    }
+    for (int64_t i = 0; i < n_tok * n_cols; i++)
+        x[i] = rnd_uniform(-1, 1);
+    for (int64_t t = 0; t < n_tok; t++)
+        act[t] = k->quantize_act(x + t * n_cols, n_cols, q + t * n_cols);
+    for (int i = 0; i < 2; i++) {
+        bn_error err;
+        bn_tensor w = {k_tern[i], n_cols, n_rows, bn_row_bytes(k_tern[i], n_cols), buf, 0.5f, "w"};
+        CHECK_OK(bn_quantize(w.type, wf, n_cols, n_rows, buf, (size_t)(n_rows * n_cols), &err),
+                 &err);
+        k->matmul_i8[w.type](&w, q, act, n_tok, out, n_rows, 0, n_rows);
+        long bad = 0;
+        for (int64_t t = 0; t < n_tok; t++) {
+            for (int64_t r = 0; r < n_rows; r++) {
+                const float want = bn_ref_dot_ternary(&w, r, q + t * n_cols) * 0.5f / act[t];
+                bad += out[t * n_rows + r] != want;
+            }
+        }
+        CHECKF(bad == 0, "%s/%s: block scales: %ld differ", k->name, bn_type_name(w.type), bad);
+    }
+done:
+    free(wf);
+    free(x);
+    free(q);
+    free(buf);
+}
+
+/* Float matmul of every type against double precision on the weights as
+ * the type stores them. */
+static void test_float(const bn_kernels *k, int type, int64_t n_rows, int64_t n_cols,
+                       int64_t n_tok) {
+    bn_error err;
+    const size_t nb = bn_type_nbytes(type, n_cols, n_rows, &err);
+    uint8_t *buf = malloc(nb);
+    float *wf = malloc((size_t)(n_rows * n_cols) * sizeof(float));
+    float *wd = malloc((size_t)(n_rows * n_cols) * sizeof(float));
+    float *x = malloc((size_t)(n_tok * n_cols) * sizeof(float));
+    float *out = malloc((size_t)(n_tok * n_rows) * sizeof(float));
+    if (!buf || !wf || !wd || !x || !out) {
+        CHECK(0 && "out of memory");
+        goto done;
+    }
+    const int tern = bn_type_get(type)->is_ternary;
+    for (int64_t i = 0; i < n_rows * n_cols; i++) {
+        wf[i] = tern ? (float)((int)(rnd_u64() % 3) - 1) * 0.25f : rnd_uniform(-1, 1);
+    }
+    for (int64_t i = 0; i < n_tok * n_cols; i++)
+        x[i] = rnd_uniform(-1, 1);
+    CHECK_OK(bn_quantize(type, wf, n_cols, n_rows, buf, nb, &err), &err);
+    CHECK_OK(bn_dequantize(type, buf, nb, n_cols, n_rows, wd, &err), &err);
+    bn_tensor w = {type, n_cols, n_rows, bn_row_bytes(type, n_cols), buf, 1.0f, "w"};
+    if (type == BN_TYPE_I2_S) memcpy(&w.scale, buf + (size_t)n_rows * w.row_bytes, 4);
+    CHECKF(k->matmul_f32[type] != NULL, "%s: no matmul_f32 for %s", k->name, bn_type_name(type));
+    if (!k->matmul_f32[type]) goto done;
+    k->matmul_f32[type](&w, x, n_tok, out, n_rows, 0, n_rows / 2);
+    k->matmul_f32[type](&w, x, n_tok, out, n_rows, n_rows / 2, n_rows);
+    long bad = 0;
+    for (int64_t t = 0; t < n_tok; t++) {
+        for (int64_t r = 0; r < n_rows; r++) {
+            double s = 0, sa = 0;
+            for (int64_t c = 0; c < n_cols; c++) {
+                s += (double)wd[r * n_cols + c] * x[t * n_cols + c];
+                sa += fabs((double)wd[r * n_cols + c] * x[t * n_cols + c]);
+            }
+            const double e = fabs(out[t * n_rows + r] - s);
+            if (e > 1e-5 * sa + 1e-6 && bad++ < 3) {
+                fprintf(stderr, "%s/%s [%lld,%lld]: %g vs %g\n", k->name, bn_type_name(type),
+                        (long long)t, (long long)r, (double)out[t * n_rows + r], s);
+            }
+        }
+    }
+    CHECKF(bad == 0, "%s/%s: %ld outputs off", k->name, bn_type_name(type), bad);
+done:
+    free(buf);
+    free(wf);
+    free(wd);
+    free(x);
+    free(out);
+}
+
+/* A SIMD set against the reference: identical floats for the ternary
+ * types, close for the float ones. */
+static void test_against_reference(const bn_kernels *k) {
+    const bn_kernels *ref = bn_kernels_reference();
+    if (k == ref) return;
+    float x[4000];
+    int8_t q1[4000], q2[4000];
+    for (int n = 1; n <= 4000; n = n * 3 + 7) {
+        for (int i = 0; i < n; i++)
+            x[i] = rnd_uniform(-5, 5);
+        if (n > 3) x[2] = 0.5f * 127.0f / 5.0f; /* not a tie unless the max is 5 */
+        const float s1 = ref->quantize_act(x, n, q1), s2 = k->quantize_act(x, n, q2);
+        CHECKF(s1 == s2 && memcmp(q1, q2, (size_t)n) == 0, "%s: quantize_act differs at n=%d",
+               k->name, n);
+    }
+    tcase c;
+    if (!tcase_make(&c, 37, 2560, 5)) {
+        CHECK(0 && "setup failed");
+        tcase_free(&c);
+        return;
+    }
+    float a[37 * 5], b[37 * 5];
+    for (int i = 0; i < 3; i++) {
+        const bn_tensor w = tensor_of(&c, i);
+        if (!k->matmul_i8[w.type]) continue;
+        ref->matmul_i8[w.type](&w, c.q, c.act, 5, a, 37, 0, 37);
+        k->matmul_i8[w.type](&w, c.q, c.act, 5, b, 37, 0, 37);
+        CHECKF(memcmp(a, b, sizeof a) == 0, "%s/%s: differs from the reference", k->name, w.name);
+    }
+    tcase_free(&c);
+}
+
+static void run_set(const bn_kernels *k) {
+    printf("kernel set: %s\n", k->name);
+    test_quantize_act(k);
+    test_ternary(k, 13, 768, 3);
+    test_ternary(k, 5, 2560, 67); /* more tokens than one tile */
+    test_ternary(k, 64, 256, 1);
+    test_ternary_block_scales(k);
+    const int types[] = {BN_TYPE_F32,  BN_TYPE_F16,   BN_TYPE_BF16,  BN_TYPE_Q8_0, BN_TYPE_Q4_0,
+                         BN_TYPE_Q6_K, BN_TYPE_TQ1_0, BN_TYPE_TQ2_0, BN_TYPE_I2_S};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        test_float(k, types[i], 7, 768, 3);
+        test_float(k, types[i], 3, 256, 70);
+    }
+    test_float(k, BN_TYPE_F16, 4, 40, 2); /* rows shorter than a chunk */
+    test_float(k, BN_TYPE_Q8_0, 4, 96, 2);
+    test_float(k, BN_TYPE_F32, 2, 300, 1); /* a partial last chunk */
+    test_against_reference(k);
+}
+
+int main(void) {
+    const bn_kernels *ref = bn_kernels_reference(), *best = bn_kernels_best();
+    printf("cpu features: %s\nkernels: %s\nbuild: %s\n", bn_cpu_features(), bn_kernel_name(),
+           bn_build_info());
+    CHECK(bn_cpu_features() != NULL && bn_build_info()[0] != '\0');
+    CHECK(strcmp(bn_kernel_name(), best->name) == 0);
+    CHECK(bn_kernels_best() == best); /* chosen once */
+    CHECK(strcmp(ref->name, "reference") == 0);
+    run_set(ref);
+    if (best != ref) run_set(best);
+    return bn_test_finish("test_kernels");
+}
