@@ -1,0 +1,411 @@
+/* The transformer forward pass, in the spirit of llama2.c's run.c: one
+ * function, top to bottom, over a batch of tokens.
+ *
+ * Per layer (pre-norm; "bitnet" archs add the two sub norms):
+ *   xb = rmsnorm(x, attn_norm)
+ *   q, k, v = xb Wq, xb Wk, xb Wv          (BitLinear on bitnet archs)
+ *   RoPE(q, k); append k, v to the KV cache of each token's sequence
+ *   xb = softmax(q k^T / sqrt(head_dim)) v  (causal, per sequence, GQA)
+ *   xb = rmsnorm(xb, attn_sub_norm)         (bitnet)
+ *   x += xb Wo
+ *   xb = rmsnorm(x, ffn_norm)
+ *   hb = act(xb Wgate) * (xb Wup)           act: SiLU, or relu^2 (b1.58)
+ *   hb = rmsnorm(hb, ffn_sub_norm)          (bitnet)
+ *   x += hb Wdown
+ * then logits = rmsnorm(x, output_norm) Wout for the tokens that ask.
+ * References for the graph: transformers' models/bitnet/modeling_bitnet.py
+ * (BitNetAttention applies attn_sub_norm before o_proj; BitNetMLP is
+ * down(ffn_sub_norm(relu2(gate(x)) * up(x)))) and the llama.cpp fork of
+ * microsoft/BitNet (build_bitnet_158, build_bitnet in src/llama.cpp), which
+ * use the same graph, scale 1/sqrt(head_dim) and NEOX RoPE.
+ *
+ * BitLinear (every projection of a bitnet arch): activations quantized per
+ * token to int8 with s = 127 / max|x| (transformers' integrations/bitnet.py
+ * ActQuant; bitnet.cpp's quantize_row_i8_s in ggml-bitnet-mad.cpp), the
+ * ternary weights times int8 summed exactly in integers, then multiplied by
+ * the weight scale and divided by s (the kernels' matmul_i8; bitnet.cpp's
+ * ggml_vec_dot_i2_i8_s followed by the scale ops of its graph). Norms,
+ * RoPE, softmax and the head stay in float32, as in llama.cpp. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "model.h"
+#include "quant.h"
+
+/* ------------------------------------------------------------------------ */
+/* Small float ops                                                          */
+/* ------------------------------------------------------------------------ */
+
+void bn_rmsnorm(float *o, const float *x, const float *w, int64_t n, float eps) {
+    /* Sum of squares in double, then float: ggml_compute_forward_rms_norm. */
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        ss += (double)(x[i] * x[i]);
+    const float mean = (float)(ss / (double)n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    for (int64_t i = 0; i < n; i++)
+        o[i] = (x[i] * scale) * w[i];
+}
+
+/* cos/sin of pos * theta_i for i < rope_dim/2, with
+ * theta_i = base^(-2i/rope_dim) (divided by rope_freqs[i] when the file has
+ * them), computed in double and rounded once. */
+static void rope_table(const Config *c, const float *freqs, int32_t pos, float *cs, float *sn) {
+    const int half = c->rope_dim / 2;
+    for (int i = 0; i < half; i++) {
+        double theta = (double)pos * (double)c->rope_scale *
+                       pow((double)c->rope_theta, -2.0 * i / (double)c->rope_dim);
+        if (freqs) theta /= (double)freqs[i];
+        cs[i] = (float)cos(theta);
+        sn[i] = (float)sin(theta);
+    }
+}
+
+/* Rotate one head. NORM: adjacent pairs (2i, 2i+1); NEOX: (i, i + d/2). */
+static void rope_head(float *v, int rope_dim, int neox, const float *cs, const float *sn) {
+    const int half = rope_dim / 2;
+    for (int i = 0; i < half; i++) {
+        const int i0 = neox ? i : 2 * i;
+        const int i1 = neox ? i + half : 2 * i + 1;
+        const float x0 = v[i0], x1 = v[i1];
+        v[i0] = x0 * cs[i] - x1 * sn[i];
+        v[i1] = x0 * sn[i] + x1 * cs[i];
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Matmuls split across the pool                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Rows [r0, r1) of thread ith: contiguous chunks rounded to 16 rows, so
+ * that threads never write the same cache line of a one-token output. */
+static void split_rows(int64_t rows, int ith, int nth, int64_t *r0, int64_t *r1) {
+    int64_t chunk = (rows + nth - 1) / nth;
+    chunk = (chunk + 15) / 16 * 16;
+    int64_t a = chunk * ith;
+    *r0 = a < rows ? a : rows;
+    *r1 = a + chunk < rows ? a + chunk : rows;
+}
+
+void bn_bitlinear(const bn_kernels *k, const bn_tensor *w, const float *x, int64_t n_tok, int8_t *q,
+                  float *act_scale, float *out, int64_t out_stride, int64_t r0, int64_t r1) {
+    const int64_t n = w->n_cols;
+    for (int64_t t = 0; t < n_tok; t++)
+        act_scale[t] = k->quantize_act(x + t * n, n, q + t * n);
+    k->matmul_i8[w->type](w, q, act_scale, n_tok, out, out_stride, r0, r1);
+}
+
+typedef struct QuantJob {
+    const bn_kernels *k;
+    const float *x;
+    int64_t n;
+    int64_t n_tok;
+    int8_t *q;
+    float *ascale;
+} QuantJob;
+
+static void quant_task(void *arg, int ith, int nth) {
+    const QuantJob *j = arg;
+    for (int64_t t = ith; t < j->n_tok; t += nth) {
+        j->ascale[t] = j->k->quantize_act(j->x + t * j->n, j->n, j->q + t * j->n);
+    }
+}
+
+typedef struct MatJob {
+    const bn_kernels *k;
+    int n_mat;
+    const bn_tensor *w[3];
+    float *out[3];
+    const float *x;  /* float activations, or */
+    const int8_t *q; /* int8 activations and their scales */
+    const float *ascale;
+    int64_t n_tok;
+} MatJob;
+
+static void mat_task(void *arg, int ith, int nth) {
+    const MatJob *j = arg;
+    for (int i = 0; i < j->n_mat; i++) {
+        const bn_tensor *w = j->w[i];
+        int64_t r0, r1;
+        split_rows(w->n_rows, ith, nth, &r0, &r1);
+        if (r0 >= r1) continue;
+        if (j->q) {
+            j->k->matmul_i8[w->type](w, j->q, j->ascale, j->n_tok, j->out[i], w->n_rows, r0, r1);
+        } else {
+            j->k->matmul_f32[w->type](w, j->x, j->n_tok, j->out[i], w->n_rows, r0, r1);
+        }
+    }
+}
+
+/* out[i] = x W[i] for n_mat matrices sharing one input [n_tok][n_cols]:
+ * BitLinear quantizes that input once for all of them. */
+static void matmul(const bn_model *m, RunState *s, bn_threadpool *pool, int bitlinear, int n_mat,
+                   const bn_tensor *w0, const bn_tensor *w1, const bn_tensor *w2, float *o0,
+                   float *o1, float *o2, const float *x, int64_t n_tok) {
+    const int nth = bn_threadpool_n_threads(pool);
+    MatJob j;
+    memset(&j, 0, sizeof j);
+    j.k = m->kernels;
+    j.n_mat = n_mat;
+    j.w[0] = w0, j.w[1] = w1, j.w[2] = w2;
+    j.out[0] = o0, j.out[1] = o1, j.out[2] = o2;
+    j.n_tok = n_tok;
+    if (bitlinear) {
+        QuantJob qj = {m->kernels, x, w0->n_cols, n_tok, s->qa, s->ascale};
+        if (n_tok >= 4 && nth > 1) {
+            bn_threadpool_run(pool, quant_task, &qj);
+        } else {
+            quant_task(&qj, 0, 1);
+        }
+        j.q = s->qa;
+        j.ascale = s->ascale;
+    } else {
+        j.x = x;
+    }
+    bn_threadpool_run(pool, mat_task, &j);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Attention                                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct AttnJob {
+    const Config *c;
+    const KVCache *kv;
+    RunState *s;
+    int layer;
+    const int32_t *pos;
+    const int32_t *seq;
+    int64_t n_tok;
+} AttnJob;
+
+/* One (token, head) pair per item, interleaved across threads: the token at
+ * position p of sequence q attends to positions 0..p of q (its own K/V are
+ * already in the cache). */
+static void attn_task(void *arg, int ith, int nth) {
+    const AttnJob *j = arg;
+    const Config *c = j->c;
+    const KVCache *kv = j->kv;
+    RunState *s = j->s;
+    const int hd = c->head_dim;
+    const int group = c->n_head / c->n_head_kv;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *att = s->att + (size_t)ith * (size_t)s->n_ctx;
+    const int64_t n_items = j->n_tok * c->n_head;
+    for (int64_t it = ith; it < n_items; it += nth) {
+        const int64_t t = it / c->n_head;
+        const int h = (int)(it % c->n_head);
+        const float *qh = s->q + t * c->q_dim + (int64_t)h * hd;
+        const int32_t p = j->pos[t];
+        const size_t base = kv_cache_offset(kv, j->seq[t], j->layer, 0) + (size_t)(h / group) * hd;
+        const float *kb = kv->k + base;
+        const float *vb = kv->v + base;
+        float mx = -INFINITY;
+        for (int32_t i = 0; i <= p; i++) {
+            const float *kr = kb + (size_t)i * kv->kv_dim;
+            float d = 0.0f;
+            for (int e = 0; e < hd; e++)
+                d += qh[e] * kr[e];
+            d *= scale;
+            att[i] = d;
+            if (d > mx) mx = d;
+        }
+        float sum = 0.0f;
+        for (int32_t i = 0; i <= p; i++) {
+            att[i] = expf(att[i] - mx);
+            sum += att[i];
+        }
+        const float inv = 1.0f / sum;
+        float *o = s->xb + t * c->q_dim + (int64_t)h * hd;
+        for (int e = 0; e < hd; e++)
+            o[e] = 0.0f;
+        for (int32_t i = 0; i <= p; i++) {
+            const float a = att[i] * inv;
+            const float *vr = vb + (size_t)i * kv->kv_dim;
+            for (int e = 0; e < hd; e++)
+                o[e] += a * vr[e];
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Forward                                                                  */
+/* ------------------------------------------------------------------------ */
+
+bn_status bn_forward(const bn_model *m, RunState *s, KVCache *kv, bn_threadpool *pool,
+                     const ForwardArgs *a, bn_error *err) {
+    const Config *c = &m->config;
+    const int64_t n_tok = a->n_tok;
+    const int64_t D = c->n_embd, QD = c->q_dim, KVD = c->kv_dim, FF = c->n_ff;
+    const int half = c->rope_dim / 2;
+    const int bl = c->bitlinear;
+
+    /* Token embeddings: one row of the embedding table each, dequantized. */
+    const bn_type_traits *et = bn_type_get(m->tok_embd.type);
+    for (int64_t t = 0; t < n_tok; t++) {
+        const uint8_t *row =
+            (const uint8_t *)m->tok_embd.data + (size_t)a->tok[t] * m->tok_embd.row_bytes;
+        et->to_float(row, s->x + t * D, D);
+        rope_table(c, m->rope_freqs, a->pos[t], s->rope_cos + t * half, s->rope_sin + t * half);
+    }
+
+    for (int l = 0; l < c->n_layer; l++) {
+        if (a->abort_fn && a->abort_fn(a->abort_user)) {
+            return bn_fail(err, BN_ERR_CANCELLED, "decode cancelled before layer %d", l);
+        }
+        const LayerWeights *L = &m->layers[l];
+
+        /* Attention block. */
+        for (int64_t t = 0; t < n_tok; t++) {
+            bn_rmsnorm(s->xb + t * D, s->x + t * D, L->attn_norm, D, c->norm_eps);
+        }
+        matmul(m, s, pool, bl, 3, &L->wq, &L->wk, &L->wv, s->q, s->k, s->v, s->xb, n_tok);
+        for (int64_t t = 0; t < n_tok; t++) {
+            const float *cs = s->rope_cos + t * half, *sn = s->rope_sin + t * half;
+            for (int h = 0; h < c->n_head; h++) {
+                rope_head(s->q + t * QD + (int64_t)h * c->head_dim, c->rope_dim, c->rope_neox, cs,
+                          sn);
+            }
+            for (int h = 0; h < c->n_head_kv; h++) {
+                rope_head(s->k + t * KVD + (int64_t)h * c->head_dim, c->rope_dim, c->rope_neox, cs,
+                          sn);
+            }
+            const size_t off = kv_cache_offset(kv, a->seq[t], l, a->pos[t]);
+            memcpy(kv->k + off, s->k + t * KVD, (size_t)KVD * sizeof(float));
+            memcpy(kv->v + off, s->v + t * KVD, (size_t)KVD * sizeof(float));
+        }
+        AttnJob aj = {c, kv, s, l, a->pos, a->seq, n_tok};
+        bn_threadpool_run(pool, attn_task, &aj);
+        if (c->sub_norms) {
+            for (int64_t t = 0; t < n_tok; t++) {
+                bn_rmsnorm(s->xb + t * QD, s->xb + t * QD, L->attn_sub_norm, QD, c->norm_eps);
+            }
+        }
+        matmul(m, s, pool, bl, 1, &L->wo, NULL, NULL, s->xb2, NULL, NULL, s->xb, n_tok);
+        for (int64_t i = 0; i < n_tok * D; i++)
+            s->x[i] += s->xb2[i];
+
+        /* Feed-forward block. */
+        for (int64_t t = 0; t < n_tok; t++) {
+            bn_rmsnorm(s->xb + t * D, s->x + t * D, L->ffn_norm, D, c->norm_eps);
+        }
+        matmul(m, s, pool, bl, 2, &L->w_gate, &L->w_up, NULL, s->hb, s->hb2, NULL, s->xb, n_tok);
+        if (c->ffn_relu2) {
+            for (int64_t i = 0; i < n_tok * FF; i++) {
+                const float g = s->hb[i] > 0.0f ? s->hb[i] : 0.0f;
+                s->hb[i] = g * g * s->hb2[i];
+            }
+        } else {
+            for (int64_t i = 0; i < n_tok * FF; i++) {
+                const float g = s->hb[i];
+                s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];
+            }
+        }
+        if (c->sub_norms) {
+            for (int64_t t = 0; t < n_tok; t++) {
+                bn_rmsnorm(s->hb + t * FF, s->hb + t * FF, L->ffn_sub_norm, FF, c->norm_eps);
+            }
+        }
+        matmul(m, s, pool, bl, 1, &L->w_down, NULL, NULL, s->xb2, NULL, NULL, s->hb, n_tok);
+        for (int64_t i = 0; i < n_tok * D; i++)
+            s->x[i] += s->xb2[i];
+    }
+
+    /* Head, only for the tokens that asked for logits. */
+    if (a->n_out > 0) {
+        for (int32_t j = 0; j < a->n_out; j++) {
+            bn_rmsnorm(s->xb + (int64_t)j * D, s->x + (int64_t)a->out_idx[j] * D, m->output_norm, D,
+                       c->norm_eps);
+        }
+        matmul(m, s, pool, 0, 1, &m->output, NULL, NULL, a->logits, NULL, NULL, s->xb, a->n_out);
+    }
+    return bn_ok(err);
+}
+
+/* ------------------------------------------------------------------------ */
+/* RunState                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static void *rs_alloc(RunState *s, int64_t n, size_t elem, int *ok) {
+    size_t bytes;
+    if (n <= 0 || !bn_mul_size((size_t)n, elem, &bytes)) {
+        *ok = 0;
+        return NULL;
+    }
+    void *p = bn_aligned_alloc(bytes);
+    if (!p) *ok = 0;
+    s->bytes += bytes;
+    return p;
+}
+
+static int64_t max3(int64_t a, int64_t b, int64_t c) {
+    int64_t m = a > b ? a : b;
+    return m > c ? m : c;
+}
+
+bn_status runstate_init(RunState *s, const Config *c, int32_t n_batch, int32_t n_ctx,
+                        int32_t n_threads, bn_error *err) {
+    memset(s, 0, sizeof *s);
+    if (n_batch <= 0 || n_ctx <= 0 || n_threads <= 0) {
+        return bn_fail(err, BN_ERR_INVALID_ARG, "scratch: bad sizes");
+    }
+    s->n_batch = n_batch;
+    s->n_ctx = n_ctx;
+    s->n_threads = n_threads;
+    const int64_t B = n_batch;
+    const int64_t half = c->rope_dim / 2 > 0 ? c->rope_dim / 2 : 1;
+    int ok = 1;
+    s->x = rs_alloc(s, B * c->n_embd, sizeof(float), &ok);
+    s->xb = rs_alloc(s, B * (c->n_embd > c->q_dim ? c->n_embd : c->q_dim), sizeof(float), &ok);
+    s->xb2 = rs_alloc(s, B * c->n_embd, sizeof(float), &ok);
+    s->q = rs_alloc(s, B * c->q_dim, sizeof(float), &ok);
+    s->k = rs_alloc(s, B * c->kv_dim, sizeof(float), &ok);
+    s->v = rs_alloc(s, B * c->kv_dim, sizeof(float), &ok);
+    s->hb = rs_alloc(s, B * c->n_ff, sizeof(float), &ok);
+    s->hb2 = rs_alloc(s, B * c->n_ff, sizeof(float), &ok);
+    s->qa = rs_alloc(s, B * max3(c->n_embd, c->q_dim, c->n_ff), 1, &ok);
+    s->ascale = rs_alloc(s, B, sizeof(float), &ok);
+    s->att = rs_alloc(s, (int64_t)n_threads * n_ctx, sizeof(float), &ok);
+    s->rope_cos = rs_alloc(s, B * half, sizeof(float), &ok);
+    s->rope_sin = rs_alloc(s, B * half, sizeof(float), &ok);
+    if (!ok) {
+        uint64_t bytes = s->bytes;
+        runstate_free(s);
+        return bn_fail(err, BN_ERR_NOMEM, "cannot allocate %llu bytes of scratch for %d tokens",
+                       (unsigned long long)bytes, n_batch);
+    }
+    return bn_ok(err);
+}
+
+bn_status runstate_set_threads(RunState *s, int32_t n_threads, bn_error *err) {
+    if (n_threads <= s->n_threads) return bn_ok(err);
+    size_t bytes;
+    if (!bn_mul_size((size_t)n_threads * (size_t)s->n_ctx, sizeof(float), &bytes)) {
+        return bn_fail(err, BN_ERR_NOMEM, "attention scratch overflows");
+    }
+    float *att = bn_aligned_alloc(bytes);
+    if (!att) return bn_fail(err, BN_ERR_NOMEM, "cannot allocate %zu bytes of scratch", bytes);
+    s->bytes += bytes - (size_t)s->n_threads * (size_t)s->n_ctx * sizeof(float);
+    bn_aligned_free(s->att);
+    s->att = att;
+    s->n_threads = n_threads;
+    return bn_ok(err);
+}
+
+void runstate_free(RunState *s) {
+    if (!s) return;
+    bn_aligned_free(s->x);
+    bn_aligned_free(s->xb);
+    bn_aligned_free(s->xb2);
+    bn_aligned_free(s->q);
+    bn_aligned_free(s->k);
+    bn_aligned_free(s->v);
+    bn_aligned_free(s->hb);
+    bn_aligned_free(s->hb2);
+    bn_aligned_free(s->qa);
+    bn_aligned_free(s->ascale);
+    bn_aligned_free(s->att);
+    bn_aligned_free(s->rope_cos);
+    bn_aligned_free(s->rope_sin);
+    memset(s, 0, sizeof *s);
+}

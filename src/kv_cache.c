@@ -1,0 +1,62 @@
+#include "kv_cache.h"
+
+#include <stdlib.h>
+
+bn_status kv_cache_init(KVCache *kv, int32_t n_seq, int32_t n_layer, int32_t n_ctx, int32_t kv_dim,
+                        bn_error *err) {
+    memset(kv, 0, sizeof *kv);
+    if (n_seq <= 0 || n_layer <= 0 || n_ctx <= 0 || kv_dim <= 0) {
+        return bn_fail(err, BN_ERR_INVALID_ARG,
+                       "kv cache: bad size n_seq=%d n_layer=%d n_ctx=%d kv_dim=%d", n_seq, n_layer,
+                       n_ctx, kv_dim);
+    }
+    size_t n = 1, bytes;
+    if (!bn_mul_size(n, (size_t)n_seq, &n) || !bn_mul_size(n, (size_t)n_layer, &n) ||
+        !bn_mul_size(n, (size_t)n_ctx, &n) || !bn_mul_size(n, (size_t)kv_dim, &n) ||
+        !bn_mul_size(n, sizeof(float), &bytes)) {
+        return bn_fail(err, BN_ERR_NOMEM, "kv cache: size overflows (n_seq=%d n_ctx=%d)", n_seq,
+                       n_ctx);
+    }
+    kv->k = bn_aligned_alloc(bytes);
+    kv->v = bn_aligned_alloc(bytes);
+    kv->len = calloc((size_t)n_seq, sizeof *kv->len);
+    if (!kv->k || !kv->v || !kv->len) {
+        kv_cache_free(kv);
+        return bn_fail(err, BN_ERR_NOMEM, "kv cache: cannot allocate 2 x %zu bytes", bytes);
+    }
+    kv->n_seq = n_seq;
+    kv->n_layer = n_layer;
+    kv->n_ctx = n_ctx;
+    kv->kv_dim = kv_dim;
+    return bn_ok(err);
+}
+
+void kv_cache_free(KVCache *kv) {
+    if (!kv) return;
+    bn_aligned_free(kv->k);
+    bn_aligned_free(kv->v);
+    free(kv->len);
+    memset(kv, 0, sizeof *kv);
+}
+
+uint64_t kv_cache_bytes(const KVCache *kv) {
+    return 2ull * (uint64_t)kv->n_seq * (uint64_t)kv->n_layer * (uint64_t)kv->n_ctx *
+           (uint64_t)kv->kv_dim * sizeof(float);
+}
+
+void kv_cache_copy_seq(KVCache *kv, int32_t src, int32_t dst, int32_t n) {
+    if (src == dst) {
+        kv->len[dst] = n;
+        return;
+    }
+    const size_t row = (size_t)n * (size_t)kv->kv_dim * sizeof(float);
+    for (int32_t l = 0; l < kv->n_layer; l++) {
+        if (n > 0) {
+            memcpy(kv->k + kv_cache_offset(kv, dst, l, 0), kv->k + kv_cache_offset(kv, src, l, 0),
+                   row);
+            memcpy(kv->v + kv_cache_offset(kv, dst, l, 0), kv->v + kv_cache_offset(kv, src, l, 0),
+                   row);
+        }
+    }
+    kv->len[dst] = n;
+}
