@@ -21,4 +21,11 @@ enum {
 /* BN_CPU_* bits of this CPU, usable by this OS (detected once). */
 unsigned bn_cpu_flags(void);
 
+#if defined(__x86_64__) || defined(__i386__)
+#define BN_HAVE_AVX2_KERNELS 1
+/* AVX2 + FMA + F16C kernels (kernels_avx2.c, built on x86 only); use them
+ * only when bn_cpu_flags() has all three bits. */
+const bn_kernels *bn_kernels_avx2(void);
+#endif
+
 #endif /* BN_DISPATCH_H */
