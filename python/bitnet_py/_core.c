@@ -1819,6 +1819,9 @@ static PyObject *ctx_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         return bnpy_raise(st, &err);
     }
     self->ctx = c;
+    /* The library caps a batch at n_ctx too; eval() splits by the smaller. */
+    int32_t cap = bn_context_n_ctx(c);
+    if (cap > 0 && self->n_batch > cap) self->n_batch = cap;
     bn_context_set_abort(c, ctx_abort_cb, &self->abort_flag);
     return (PyObject *)self;
 }
