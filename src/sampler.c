@@ -284,9 +284,31 @@ static void heap_select(cand *c, size_t n, size_t k) {
     }
 }
 
+/* Median-of-three Hoare partition of c[lo..hi), hi - lo >= 3: returns j
+ * with c[lo..j] before or equal to the pivot and c[j+1..hi) after or equal,
+ * both non-empty (the three samples are distinct under the total order). */
+static size_t partition(cand *c, size_t lo, size_t hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (before(&c[mid], &c[lo])) swap_cand(&c[mid], &c[lo]);
+    if (before(&c[hi - 1], &c[lo])) swap_cand(&c[hi - 1], &c[lo]);
+    if (before(&c[hi - 1], &c[mid])) swap_cand(&c[hi - 1], &c[mid]);
+    cand pv = c[mid];
+    size_t i = lo, j = hi - 1;
+    for (;;) {
+        while (before(&c[i], &pv))
+            i++;
+        while (before(&pv, &c[j]))
+            j--;
+        if (i >= j) return j;
+        swap_cand(&c[i], &c[j]);
+        i++;
+        j--;
+    }
+}
+
 /* Rearrange c[0..n) so that c[0..k) holds the k first elements (any order).
- * Quickselect with median-of-three; after too many rounds (adversarial input)
- * it falls back to qsort, so the worst case stays O(n log n). */
+ * Quickselect; after too many rounds (adversarial input) it falls back to
+ * qsort, so the worst case stays O(n log n). */
 static void select_first(cand *c, size_t n, size_t k) {
     if (k == 0 || k >= n) return;
     if (k <= 256 && n >= 16 * k) {
@@ -296,35 +318,46 @@ static void select_first(cand *c, size_t n, size_t k) {
     size_t lo = 0, hi = n;
     int budget = 64;
     while (hi - lo > 16 && lo < k && k < hi) {
-        if (budget-- == 0) {
-            qsort(c + lo, hi - lo, sizeof *c, cand_cmp);
-            return;
-        }
-        size_t mid = lo + (hi - lo) / 2;
-        if (before(&c[mid], &c[lo])) swap_cand(&c[mid], &c[lo]);
-        if (before(&c[hi - 1], &c[lo])) swap_cand(&c[hi - 1], &c[lo]);
-        if (before(&c[hi - 1], &c[mid])) swap_cand(&c[hi - 1], &c[mid]);
-        /* c[lo] < c[mid] < c[hi-1] in the order and all distinct, so Hoare's
-         * partition leaves both sides non-empty. */
-        cand pv = c[mid];
-        size_t i = lo, j = hi - 1;
-        for (;;) {
-            while (before(&c[i], &pv))
-                i++;
-            while (before(&pv, &c[j]))
-                j--;
-            if (i >= j) break;
-            swap_cand(&c[i], &c[j]);
-            i++;
-            j--;
-        }
-        /* c[lo..j] come before or are the pivot; c[j+1..hi) after or are. */
+        if (budget-- == 0) break;
+        size_t j = partition(c, lo, hi);
         if (k <= j + 1)
             hi = j + 1;
         else
             lo = j + 1;
     }
     if (lo < k && k < hi) qsort(c + lo, hi - lo, sizeof *c, cand_cmp);
+}
+
+static inline int reached(double cum, double need, int strict) {
+    return strict ? cum > need : cum >= need;
+}
+
+/* The smallest m such that the m first elements of c[0..n) hold a mass that
+ * reaches `need` (passes it, when strict), moved to c[0..m) in no particular
+ * order; n when the whole range does not reach it. Quickselect on mass:
+ * expected O(n), no full sort. */
+static size_t select_mass(cand *c, size_t n, double need, int strict) {
+    size_t lo = 0, hi = n;
+    int budget = 64;
+    while (hi - lo > 16 && budget-- > 0) {
+        size_t j = partition(c, lo, hi);
+        double m = 0;
+        for (size_t i = lo; i <= j; i++)
+            m += c[i].p;
+        if (reached(m, need, strict)) {
+            hi = j + 1;
+        } else {
+            need -= m;
+            lo = j + 1;
+        }
+    }
+    qsort(c + lo, hi - lo, sizeof *c, cand_cmp);
+    double cum = 0;
+    for (size_t i = lo; i < hi; i++) {
+        cum += c[i].p;
+        if (reached(cum, need, strict)) return i + 1;
+    }
+    return hi;
 }
 
 /* Make c[0..want) the set's want first elements, in order. */
@@ -408,23 +441,23 @@ static void apply_top_k(bn_sampler *s, int32_t k) {
     if (s->n_sorted > k) s->n_sorted = k;
 }
 
-/* Walk the set in order (sorting it lazily, in growing chunks), keeping the
- * shortest prefix whose mass passes `mass` (strictly when `strict`). */
+/* Keep the shortest prefix of the set, in its order, whose mass reaches
+ * `mass` (passes it, when strict). Peaked distributions end within a short
+ * sorted prefix; otherwise the rest is selected by mass, unordered. */
 static void keep_mass_prefix(bn_sampler *s, double mass, int strict) {
     double cum = 0;
-    int32_t chunk = SORT_CHUNK;
-    for (int32_t i = 0; i < s->size; i++) {
-        if (i >= s->n_sorted) {
-            ensure_sorted(s, i + chunk);
-            chunk *= 2;
-        }
+    ensure_sorted(s, SORT_CHUNK);
+    for (int32_t i = 0; i < s->n_sorted; i++) {
         cum += s->c[i].p;
-        if (strict ? cum > mass : cum >= mass) {
+        if (reached(cum, mass, strict)) {
             s->size = i + 1;
             s->n_sorted = s->size;
             return;
         }
     }
+    int32_t base = s->n_sorted;
+    size_t m = select_mass(s->c + base, (size_t)(s->size - base), mass - cum, strict);
+    s->size = base + (int32_t)m;
 }
 
 static void apply_typical(bn_sampler *s) {
