@@ -408,6 +408,28 @@ static void test_chains(void) {
     p.top_k = 300;
     p.top_p = 0.5f;
     compare_chain(&p, l, 1000, "ties");
+    /* orders that trouble naive quickselects: sorted both ways, all equal,
+     * organ pipe */
+    int n = 128256;
+    for (int shape = 0; shape < 4; shape++) {
+        for (int i = 0; i < n; i++) {
+            float x = (float)i * 1e-4f;
+            l[i] = shape == 0   ? x
+                   : shape == 1 ? -x
+                   : shape == 2 ? 0.5f
+                                : (i < n / 2 ? x : (float)(n - i) * 1e-4f);
+        }
+        p = plain();
+        p.top_p = 0.5f;
+        compare_chain(&p, l, n, "top_p on ordered logits");
+        p = plain();
+        p.typical_p = 0.3f;
+        compare_chain(&p, l, n, "typical on ordered logits");
+        p = plain();
+        p.top_k = 5000;
+        p.min_p = 0.9f;
+        compare_chain(&p, l, n, "top_k + min_p on ordered logits");
+    }
     free(l);
 }
 
