@@ -9,12 +9,16 @@
 #include "threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
-/* About 10-100 us of polling: longer than the gap between two jobs of one
+/* About 50-100 us of polling: longer than the gap between two jobs of one
  * decode step, much shorter than the gap between decode calls. */
-#define SPIN_ITERS 20000
+#define SPIN_ITERS 4096
+/* Yield the CPU every so often while polling, so that when there are more
+ * threads than free cores the thread we wait for gets to run. */
+#define YIELD_EVERY 64
 
 struct bn_threadpool {
     int n_threads;
@@ -30,7 +34,11 @@ struct bn_threadpool {
     void *arg;
 };
 
-static inline void cpu_relax(void) {
+static inline void cpu_relax(int i) {
+    if (i % YIELD_EVERY == YIELD_EVERY - 1) {
+        sched_yield();
+        return;
+    }
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #elif defined(__aarch64__)
@@ -51,7 +59,7 @@ static void *worker_main(void *p) {
     for (;;) {
         unsigned g = atomic_load(&pool->gen);
         for (int i = 0; g == seen && i < SPIN_ITERS; i++) {
-            cpu_relax();
+            cpu_relax(i);
             g = atomic_load(&pool->gen);
         }
         if (g == seen) {
@@ -161,7 +169,7 @@ void bn_threadpool_run(bn_threadpool *p, bn_task_fn fn, void *arg) {
     fn(arg, 0, p->n_threads);
 
     for (int i = 0; atomic_load(&p->pending) != 0 && i < SPIN_ITERS; i++)
-        cpu_relax();
+        cpu_relax(i);
     if (atomic_load(&p->pending) != 0) {
         pthread_mutex_lock(&p->mu);
         while (atomic_load(&p->pending) != 0)
