@@ -321,3 +321,65 @@ def test_perplexity_text_too_short(tiny_gguf, tmp_path):
     p = run("perplexity", "-m", tiny_gguf, "-f", path, "--ctx", 32)
     assert p.returncode == 1
     assert "needs at least 64" in err(p)
+
+
+# ---- models without a tokenizer, files that are not models ------------------
+
+
+def copy_without_tokenizer(src, dst):
+    gguf = pytest.importorskip("gguf")
+    np = pytest.importorskip("numpy")
+    r = gguf.GGUFReader(str(src))
+    w = gguf.GGUFWriter(str(dst), "llama")
+    for name, f in r.fields.items():
+        if name.startswith(("GGUF.", "tokenizer.")) or name == "general.architecture":
+            continue
+        t = f.types[0]
+        if t == gguf.GGUFValueType.STRING:
+            w.add_string(name, bytes(f.parts[f.data[0]]).decode("utf-8"))
+        else:
+            w.add_key_value(name, f.parts[f.data[0]][0].item(), t)
+    for t in r.tensors:
+        w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_model_without_tokenizer(tiny_gguf, reference, tmp_path):
+    model = tmp_path / "notok.gguf"
+    copy_without_tokenizer(tiny_gguf, model)
+    p = run("info", model)
+    assert p.returncode == 0, err(p)
+    assert "tokenizer: none" in out(p)
+    r = reference["runs"][0]
+    ids = ",".join(map(str, r["prompt_ids"]))
+    p = run("generate", "-m", model, "--ids", ids, "-n", 8, "--temp", 0)
+    assert p.returncode == 0, err(p)
+    assert parse_ids(out(p)) == r["greedy_ids"]
+    p = run("generate", "-m", model, "-p", "Hello world")
+    assert p.returncode == 1 and "no tokenizer" in err(p)
+    text = tmp_path / "t.txt"
+    text.write_text(PPL_TEXT, encoding="utf-8")
+    p = run("perplexity", "-m", model, "-f", text, "--ctx", 32)
+    assert p.returncode == 1 and "no tokenizer" in err(p)
+
+
+def test_info_on_a_gguf_that_is_not_a_model(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    path = tmp_path / "meta.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_string("general.name", 'quote " and\nnewline')
+    w.add_array("some.numbers", list(range(100)))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    p = run("info", path)
+    assert p.returncode == 0, err(p)
+    text = out(p)
+    assert 'general.name: str = "quote \\" and\\nnewline"' in text
+    assert re.search(r"some\.numbers: arr\[\w+\] \(100\) = \[0, 1, 2, 3, 4, 5, 6, 7, \.\.\.\]", text)
+    assert "tensors: 0" in text
+    assert "model: does not load" in text
