@@ -383,3 +383,23 @@ def test_info_on_a_gguf_that_is_not_a_model(tmp_path):
     assert re.search(r"some\.numbers: arr\[\w+\] \(100\) = \[0, 1, 2, 3, 4, 5, 6, 7, \.\.\.\]", text)
     assert "tensors: 0" in text
     assert "model: does not load" in text
+
+
+def test_generate_prompt_longer_than_a_batch(tiny_gguf):
+    """700 prompt tokens go through two bn_decode calls; the greedy
+    continuation matches llama.cpp's."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    np = pytest.importorskip("numpy")
+    prompt = [1] + [100 + i for i in range(699)]
+    llm = llama_cpp.Llama(model_path=str(tiny_gguf), n_ctx=1024, logits_all=True, verbose=False,
+                          n_threads=1)
+    llm.eval(prompt)
+    want = []
+    for _ in range(4):
+        t = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        want.append(t)
+        llm.eval([t])
+    p = run("generate", "-m", tiny_gguf, "--ids", ",".join(map(str, prompt)), "-n", 4,
+            "--temp", 0, "--ctx", 1024)
+    assert p.returncode == 0, err(p)
+    assert parse_ids(out(p)) == want
