@@ -396,7 +396,7 @@ static float set_softmax(bn_sampler *s) {
     return mx;
 }
 
-/* Keep c[i] for which keep[i]-like predicate holds, preserving order. */
+/* Keep the candidates with logit >= thr, preserving their order. */
 static void compact_min_logit(bn_sampler *s, float thr) {
     int32_t w = 0, sorted_kept = 0;
     for (int32_t i = 0; i < s->size; i++) {
