@@ -118,6 +118,25 @@ int main(void) {
     CHECK(bn_model_n_params(m) == 2 * 32000 * 8 + 4 * 64 + 3 * 256 + 3 * 8);
     CHECK(bn_model_gguf(m) != NULL);
 
+    /* The file's own vocabulary gives the reference prompts' ids. */
+    const bn_tokenizer *tok = bn_model_tokenizer(m);
+    CHECK(tok != NULL);
+    if (tok) {
+        CHECK(bn_tokenizer_n_vocab(tok) == N_VOCAB);
+        const char *texts[2] = {"Hello world", "The quick brown fox jumps over the lazy dog."};
+        bn_encode_opts eo;
+        memset(&eo, 0, sizeof eo);
+        eo.add_bos = 1;
+        for (int r = 0; r < 2; r++) {
+            int32_t ids[32];
+            size_t n = 0;
+            CHECK_OK(bn_tokenize(tok, texts[r], strlen(texts[r]), &eo, ids, 32, &n, &err), &err);
+            CHECKF(n == (size_t)k_runs[r].n_prompt &&
+                       memcmp(ids, k_runs[r].prompt, n * sizeof(int32_t)) == 0,
+                   "tokenizing '%s'", texts[r]);
+        }
+    }
+
     double worst_ref = 0.0, worst_self = 0.0, worst_thr = 0.0, worst_seq = 0.0, worst_nomap = 0.0;
     float *ref[2] = {NULL, NULL};
     float *got = malloc((size_t)16 * N_VOCAB * sizeof(float));
