@@ -17,8 +17,11 @@ bn_status kv_cache_init(KVCache *kv, int32_t n_seq, int32_t n_layer, int32_t n_c
         return bn_fail(err, BN_ERR_NOMEM, "kv cache: size overflows (n_seq=%d n_ctx=%d)", n_seq,
                        n_ctx);
     }
-    kv->k = bn_aligned_alloc(bytes);
-    kv->v = bn_aligned_alloc(bytes);
+    /* calloc, not an aligned zeroing allocator: large blocks come from mmap
+     * as lazily zeroed pages, so a long context costs memory only for the
+     * positions it actually uses. */
+    kv->k = calloc(1, bytes);
+    kv->v = calloc(1, bytes);
     kv->len = calloc((size_t)n_seq, sizeof *kv->len);
     if (!kv->k || !kv->v || !kv->len) {
         kv_cache_free(kv);
@@ -33,8 +36,8 @@ bn_status kv_cache_init(KVCache *kv, int32_t n_seq, int32_t n_layer, int32_t n_c
 
 void kv_cache_free(KVCache *kv) {
     if (!kv) return;
-    bn_aligned_free(kv->k);
-    bn_aligned_free(kv->v);
+    free(kv->k);
+    free(kv->v);
     free(kv->len);
     memset(kv, 0, sizeof *kv);
 }
