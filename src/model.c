@@ -116,6 +116,13 @@ static bn_status read_config(const bn_gguf *g, const char *arch, Config *c, bn_e
                        arch, c->n_head, c->n_head_kv);
     }
     int32_t def_head = c->n_embd % c->n_head == 0 ? c->n_embd / c->n_head : 0;
+    char kl[160];
+    snprintf(kl, sizeof kl, "%s.attention.key_length", arch);
+    if (def_head == 0 && bn_gguf_find_key(g, kl) < 0) {
+        return bn_fail(err, BN_ERR_FORMAT,
+                       "%s.embedding_length %d is not a multiple of head_count %d", arch, c->n_embd,
+                       c->n_head);
+    }
     TRY(hp_int(g, arch, "attention.key_length", 0, def_head, 1, MAX_DIM, &c->head_dim, err));
     int32_t vlen = 0;
     TRY(hp_int(g, arch, "attention.value_length", 0, c->head_dim, 1, MAX_DIM, &vlen, err));

@@ -236,6 +236,8 @@ typedef struct WriteOpts {
     float scale_tensor; /* > 0: write `.scale` tensors and divide weights by it */
     const char *drop;   /* a tensor to leave out */
     const char *bad;    /* a tensor to write with a wrong shape */
+    const char *kv_key; /* an integer hparam ("block_count"...) to override, */
+    uint32_t kv_val;    /* with this value, or to leave out when kv_val is 0 */
 } WriteOpts;
 
 static bn_status add_f32(bn_gguf_writer *w, const char *name, int type, int nd, int64_t ne0,
@@ -265,10 +267,13 @@ static bn_status write_model(const char *path, const Weights *W, const WriteOpts
     st = bn_gguf_writer_set_str(w, "general.architecture", o->arch, strlen(o->arch), err);
     for (int i = 0; st == BN_OK && i < 8; i++) {
         snprintf(key, sizeof key, "%s.%s", o->arch, uk[i]);
-        st = bn_gguf_writer_set(w, key, BN_GGUF_UINT32, &u[i], err);
+        const int over = o->kv_key && strcmp(o->kv_key, uk[i]) == 0;
+        if (over && o->kv_val == 0) continue;
+        st = bn_gguf_writer_set(w, key, BN_GGUF_UINT32, over ? &o->kv_val : &u[i], err);
     }
     const float eps = 1e-5f, theta = 500000.0f;
-    if (st == BN_OK) {
+    const int skip_eps = o->kv_key && strcmp(o->kv_key, "eps") == 0;
+    if (st == BN_OK && !skip_eps) {
         snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", o->arch);
         st = bn_gguf_writer_set(w, key, BN_GGUF_FLOAT32, &eps, err);
     }
@@ -552,7 +557,7 @@ static void test_models(void) {
     }
 
     /* F32 master weights: the reference for the other formats. */
-    WriteOpts o = {"bitnet-b1.58", BN_TYPE_F32, 0.0f, NULL, NULL};
+    WriteOpts o = {"bitnet-b1.58", BN_TYPE_F32, 0.0f, NULL, NULL, NULL, 0};
     CHECK_OK(write_model(path, &W, &o, &err), &err);
     bn_model_config cfg;
     int have_ref = run_model(path, ref, 1, &cfg);
@@ -614,7 +619,7 @@ static void test_models(void) {
      * tensors of 4 give the same logits (powers of two: exact). */
     float *silu = malloc(nl * sizeof(float));
     if (silu) {
-        WriteOpts ob = {"bitnet", BN_TYPE_TQ2_0, 0.0f, NULL, NULL};
+        WriteOpts ob = {"bitnet", BN_TYPE_TQ2_0, 0.0f, NULL, NULL, NULL, 0};
         CHECK_OK(write_model(path, &W, &ob, &err), &err);
         if (run_model(path, silu, 2, &cfg)) {
             CHECK(cfg.ffn_act == 0);
@@ -643,7 +648,7 @@ static void test_models(void) {
 
     /* Loader errors name the tensor and the shapes. */
     bn_model *m = NULL;
-    WriteOpts oe = {"bitnet-b1.58", BN_TYPE_TQ2_0, 0.0f, "blk.1.ffn_up.weight", NULL};
+    WriteOpts oe = {"bitnet-b1.58", BN_TYPE_TQ2_0, 0.0f, "blk.1.ffn_up.weight", NULL, NULL, 0};
     CHECK_OK(write_model(path, &W, &oe, &err), &err);
     bn_status st = bn_model_load(path, NULL, &m, &err);
     CHECKF(st == BN_ERR_NOT_FOUND && strstr(err.msg, "blk.1.ffn_up.weight") && !m, "%s", err.msg);
@@ -659,13 +664,42 @@ static void test_models(void) {
     CHECKF(st == BN_ERR_FORMAT && strstr(err.msg, "blk.1.attn_k.weight") &&
                strstr(err.msg, "[128, 256]") && strstr(err.msg, "[256, 128]"),
            "%s", err.msg);
-    WriteOpts ou = {"gpt2", BN_TYPE_F32, 0.0f, NULL, NULL};
+    WriteOpts ou = {"gpt2", BN_TYPE_F32, 0.0f, NULL, NULL, NULL, 0};
     CHECK_OK(write_model(path, &W, &ou, &err), &err);
     st = bn_model_load(path, NULL, &m, &err);
     CHECKF(st == BN_ERR_UNSUPPORTED && strstr(err.msg, "gpt2"), "%s", err.msg);
+    /* Bad hyperparameters: clear errors, no crash. */
+    const struct {
+        const char *key;
+        uint32_t val;
+        bn_status want;
+        const char *msg;
+    } bad_kv[] = {
+        {"attention.head_count_kv", 3, BN_ERR_FORMAT, "head_count_kv"},
+        {"attention.head_count", 0, BN_ERR_FORMAT, "attention.head_count"},
+        {"vocab_size", 301, BN_ERR_FORMAT, "token_embd.weight"},
+        {"eps", 0, BN_ERR_FORMAT, "layer_norm_rms_epsilon"},
+        {"embedding_length", 255, BN_ERR_FORMAT, "embedding_length"},
+        {"embedding_length", 0, BN_ERR_FORMAT, "embedding_length"},
+        {"block_count", 3, BN_ERR_NOT_FOUND, "blk.2."},
+        {"context_length", 0, BN_ERR_FORMAT, "context_length"},
+        {"feed_forward_length", 256, BN_ERR_FORMAT, "ffn_sub_norm"},
+        {"rope.dimension_count", 65, BN_ERR_FORMAT, "rope.dimension_count"},
+    };
+    for (size_t i = 0; i < sizeof bad_kv / sizeof bad_kv[0]; i++) {
+        WriteOpts ok = {"bitnet-b1.58", BN_TYPE_F32,   0.0f,         NULL,
+                        NULL,           bad_kv[i].key, bad_kv[i].val};
+        CHECK_OK(write_model(path, &W, &ok, &err), &err);
+        m = NULL;
+        st = bn_model_load(path, NULL, &m, &err);
+        CHECKF(st == bad_kv[i].want && m == NULL && strstr(err.msg, bad_kv[i].msg), "%s=%u: %s: %s",
+               bad_kv[i].key, bad_kv[i].val, bn_status_str(st), err.msg);
+        bn_model_free(m);
+    }
+
     /* Q8_0 projections on a bitnet arch: dequantized, then ternarized (Q8_0
      * rounds the master weights, so only sanity is checked). */
-    WriteOpts oq = {"bitnet-b1.58", BN_TYPE_Q8_0, 0.0f, NULL, NULL};
+    WriteOpts oq = {"bitnet-b1.58", BN_TYPE_Q8_0, 0.0f, NULL, NULL, NULL, 0};
     CHECK_OK(write_model(path, &W, &oq, &err), &err);
     if (run_model(path, got, 1, NULL)) {
         int finite = 1;
