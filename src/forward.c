@@ -179,6 +179,21 @@ typedef struct AttnJob {
     int64_t n_tok;
 } AttnJob;
 
+/* Dot product with 8 independent partial sums, which compilers vectorize
+ * without -ffast-math (a fixed order, so results do not depend on threads). */
+static float dot(const float *a, const float *b, int n) {
+    float acc[8] = {0};
+    int e = 0;
+    for (; e + 8 <= n; e += 8) {
+        for (int k = 0; k < 8; k++)
+            acc[k] += a[e + k] * b[e + k];
+    }
+    float sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; e < n; e++)
+        sum += a[e] * b[e];
+    return sum;
+}
+
 /* One (token, head) pair per item, interleaved across threads: the token at
  * position p of sequence q attends to positions 0..p of q (its own K/V are
  * already in the cache). */
@@ -202,11 +217,7 @@ static void attn_task(void *arg, int ith, int nth) {
         const float *vb = kv->v + base;
         float mx = -INFINITY;
         for (int32_t i = 0; i <= p; i++) {
-            const float *kr = kb + (size_t)i * kv->kv_dim;
-            float d = 0.0f;
-            for (int e = 0; e < hd; e++)
-                d += qh[e] * kr[e];
-            d *= scale;
+            const float d = dot(qh, kb + (size_t)i * kv->kv_dim, hd) * scale;
             att[i] = d;
             if (d > mx) mx = d;
         }
@@ -229,6 +240,121 @@ static void attn_task(void *arg, int ith, int nth) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* Per-token steps between the matmuls                                      */
+/* ------------------------------------------------------------------------ */
+
+/* The element-wise work of a layer, one token at a time. A single token
+ * (decode) runs it on the calling thread; a prompt batch spreads the tokens
+ * over the pool, since for hundreds of tokens it is no longer negligible
+ * next to the matmuls. */
+typedef enum TokOp {
+    OP_EMBED,     /* x = embedding row; RoPE cos/sin of the token's position */
+    OP_ATTN_NORM, /* xb = rmsnorm(x, attn_norm) */
+    OP_ROPE_KV,   /* rotate q and k; append k, v to the token's sequence */
+    OP_SUB_NORM,  /* xb = rmsnorm(attention output, attn_sub_norm) (bitnet) */
+    OP_FFN_NORM,  /* x += xb2 (attention out); xb = rmsnorm(x, ffn_norm) */
+    OP_FFN_ACT,   /* hb = act(hb) * hb2, then rmsnorm(hb, ffn_sub_norm) (bitnet) */
+    OP_RESIDUAL,  /* x += xb2 (FFN out) */
+    OP_OUT_NORM   /* xb[j] = rmsnorm(x[out_idx[j]], output_norm), j < n_out */
+} TokOp;
+
+typedef struct TokJob {
+    const bn_model *m;
+    RunState *s;
+    KVCache *kv;
+    const ForwardArgs *a;
+    const LayerWeights *L;
+    int layer;
+    TokOp op;
+    int64_t n; /* tokens (or output rows) */
+} TokJob;
+
+static void tok_step(const TokJob *j, int64_t t) {
+    const bn_model *m = j->m;
+    const Config *c = &m->config;
+    RunState *s = j->s;
+    const LayerWeights *L = j->L;
+    const int64_t D = c->n_embd, QD = c->q_dim, KVD = c->kv_dim, FF = c->n_ff;
+    const int half = c->rope_dim / 2;
+    float *x = s->x + t * D;
+    switch (j->op) {
+    case OP_EMBED: {
+        const uint8_t *row =
+            (const uint8_t *)m->tok_embd.data + (size_t)j->a->tok[t] * m->tok_embd.row_bytes;
+        bn_type_get(m->tok_embd.type)->to_float(row, x, D);
+        rope_table(c, m->rope_freqs, j->a->pos[t], s->rope_cos + t * half, s->rope_sin + t * half);
+        break;
+    }
+    case OP_ATTN_NORM: bn_rmsnorm(s->xb + t * D, x, L->attn_norm, D, c->norm_eps); break;
+    case OP_ROPE_KV: {
+        const float *cs = s->rope_cos + t * half, *sn = s->rope_sin + t * half;
+        for (int h = 0; h < c->n_head; h++) {
+            rope_head(s->q + t * QD + (int64_t)h * c->head_dim, c->rope_dim, c->rope_neox, cs, sn);
+        }
+        for (int h = 0; h < c->n_head_kv; h++) {
+            rope_head(s->k + t * KVD + (int64_t)h * c->head_dim, c->rope_dim, c->rope_neox, cs, sn);
+        }
+        const size_t off = kv_cache_offset(j->kv, j->a->seq[t], j->layer, j->a->pos[t]);
+        memcpy(j->kv->k + off, s->k + t * KVD, (size_t)KVD * sizeof(float));
+        memcpy(j->kv->v + off, s->v + t * KVD, (size_t)KVD * sizeof(float));
+        break;
+    }
+    case OP_SUB_NORM:
+        bn_rmsnorm(s->xb + t * QD, s->xb + t * QD, L->attn_sub_norm, QD, c->norm_eps);
+        break;
+    case OP_FFN_NORM: {
+        const float *o = s->xb2 + t * D;
+        for (int64_t i = 0; i < D; i++)
+            x[i] += o[i];
+        bn_rmsnorm(s->xb + t * D, x, L->ffn_norm, D, c->norm_eps);
+        break;
+    }
+    case OP_FFN_ACT: {
+        float *g = s->hb + t * FF;
+        const float *u = s->hb2 + t * FF;
+        if (c->ffn_relu2) {
+            for (int64_t i = 0; i < FF; i++) {
+                const float r = g[i] > 0.0f ? g[i] : 0.0f;
+                g[i] = r * r * u[i];
+            }
+        } else {
+            for (int64_t i = 0; i < FF; i++)
+                g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        }
+        if (c->sub_norms) bn_rmsnorm(g, g, L->ffn_sub_norm, FF, c->norm_eps);
+        break;
+    }
+    case OP_RESIDUAL: {
+        const float *o = s->xb2 + t * D;
+        for (int64_t i = 0; i < D; i++)
+            x[i] += o[i];
+        break;
+    }
+    case OP_OUT_NORM:
+        bn_rmsnorm(s->xb + t * D, s->x + (int64_t)j->a->out_idx[t] * D, m->output_norm, D,
+                   c->norm_eps);
+        break;
+    }
+}
+
+static void tok_task(void *arg, int ith, int nth) {
+    const TokJob *j = arg;
+    const int64_t t0 = j->n * ith / nth, t1 = j->n * (ith + 1) / nth;
+    for (int64_t t = t0; t < t1; t++)
+        tok_step(j, t);
+}
+
+static void per_token(bn_threadpool *pool, TokJob *j, TokOp op, int64_t n) {
+    j->op = op;
+    j->n = n;
+    if (n >= 4 && bn_threadpool_n_threads(pool) > 1) {
+        bn_threadpool_run(pool, tok_task, j);
+    } else {
+        tok_task(j, 0, 1);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
 /* Forward                                                                  */
 /* ------------------------------------------------------------------------ */
 
@@ -236,87 +362,38 @@ bn_status bn_forward(const bn_model *m, RunState *s, KVCache *kv, bn_threadpool 
                      const ForwardArgs *a, bn_error *err) {
     const Config *c = &m->config;
     const int64_t n_tok = a->n_tok;
-    const int64_t D = c->n_embd, QD = c->q_dim, KVD = c->kv_dim, FF = c->n_ff;
-    const int half = c->rope_dim / 2;
     const int bl = c->bitlinear;
+    TokJob tj = {m, s, kv, a, NULL, 0, OP_EMBED, 0};
 
-    /* Token embeddings: one row of the embedding table each, dequantized. */
-    const bn_type_traits *et = bn_type_get(m->tok_embd.type);
-    for (int64_t t = 0; t < n_tok; t++) {
-        const uint8_t *row =
-            (const uint8_t *)m->tok_embd.data + (size_t)a->tok[t] * m->tok_embd.row_bytes;
-        et->to_float(row, s->x + t * D, D);
-        rope_table(c, m->rope_freqs, a->pos[t], s->rope_cos + t * half, s->rope_sin + t * half);
-    }
-
+    per_token(pool, &tj, OP_EMBED, n_tok);
     for (int l = 0; l < c->n_layer; l++) {
         if (a->abort_fn && a->abort_fn(a->abort_user)) {
             return bn_fail(err, BN_ERR_CANCELLED, "decode cancelled before layer %d", l);
         }
         const LayerWeights *L = &m->layers[l];
+        tj.L = L;
+        tj.layer = l;
 
         /* Attention block. */
-        for (int64_t t = 0; t < n_tok; t++) {
-            bn_rmsnorm(s->xb + t * D, s->x + t * D, L->attn_norm, D, c->norm_eps);
-        }
+        per_token(pool, &tj, OP_ATTN_NORM, n_tok);
         matmul(m, s, pool, bl, 3, &L->wq, &L->wk, &L->wv, s->q, s->k, s->v, s->xb, n_tok);
-        for (int64_t t = 0; t < n_tok; t++) {
-            const float *cs = s->rope_cos + t * half, *sn = s->rope_sin + t * half;
-            for (int h = 0; h < c->n_head; h++) {
-                rope_head(s->q + t * QD + (int64_t)h * c->head_dim, c->rope_dim, c->rope_neox, cs,
-                          sn);
-            }
-            for (int h = 0; h < c->n_head_kv; h++) {
-                rope_head(s->k + t * KVD + (int64_t)h * c->head_dim, c->rope_dim, c->rope_neox, cs,
-                          sn);
-            }
-            const size_t off = kv_cache_offset(kv, a->seq[t], l, a->pos[t]);
-            memcpy(kv->k + off, s->k + t * KVD, (size_t)KVD * sizeof(float));
-            memcpy(kv->v + off, s->v + t * KVD, (size_t)KVD * sizeof(float));
-        }
+        per_token(pool, &tj, OP_ROPE_KV, n_tok);
         AttnJob aj = {c, kv, s, l, a->pos, a->seq, n_tok};
         bn_threadpool_run(pool, attn_task, &aj);
-        if (c->sub_norms) {
-            for (int64_t t = 0; t < n_tok; t++) {
-                bn_rmsnorm(s->xb + t * QD, s->xb + t * QD, L->attn_sub_norm, QD, c->norm_eps);
-            }
-        }
+        if (c->sub_norms) per_token(pool, &tj, OP_SUB_NORM, n_tok);
         matmul(m, s, pool, bl, 1, &L->wo, NULL, NULL, s->xb2, NULL, NULL, s->xb, n_tok);
-        for (int64_t i = 0; i < n_tok * D; i++)
-            s->x[i] += s->xb2[i];
 
-        /* Feed-forward block. */
-        for (int64_t t = 0; t < n_tok; t++) {
-            bn_rmsnorm(s->xb + t * D, s->x + t * D, L->ffn_norm, D, c->norm_eps);
-        }
+        /* Feed-forward block (OP_FFN_NORM adds the attention output first). */
+        per_token(pool, &tj, OP_FFN_NORM, n_tok);
         matmul(m, s, pool, bl, 2, &L->w_gate, &L->w_up, NULL, s->hb, s->hb2, NULL, s->xb, n_tok);
-        if (c->ffn_relu2) {
-            for (int64_t i = 0; i < n_tok * FF; i++) {
-                const float g = s->hb[i] > 0.0f ? s->hb[i] : 0.0f;
-                s->hb[i] = g * g * s->hb2[i];
-            }
-        } else {
-            for (int64_t i = 0; i < n_tok * FF; i++) {
-                const float g = s->hb[i];
-                s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];
-            }
-        }
-        if (c->sub_norms) {
-            for (int64_t t = 0; t < n_tok; t++) {
-                bn_rmsnorm(s->hb + t * FF, s->hb + t * FF, L->ffn_sub_norm, FF, c->norm_eps);
-            }
-        }
+        per_token(pool, &tj, OP_FFN_ACT, n_tok);
         matmul(m, s, pool, bl, 1, &L->w_down, NULL, NULL, s->xb2, NULL, NULL, s->hb, n_tok);
-        for (int64_t i = 0; i < n_tok * D; i++)
-            s->x[i] += s->xb2[i];
+        per_token(pool, &tj, OP_RESIDUAL, n_tok);
     }
 
     /* Head, only for the tokens that asked for logits. */
     if (a->n_out > 0) {
-        for (int32_t j = 0; j < a->n_out; j++) {
-            bn_rmsnorm(s->xb + (int64_t)j * D, s->x + (int64_t)a->out_idx[j] * D, m->output_norm, D,
-                       c->norm_eps);
-        }
+        per_token(pool, &tj, OP_OUT_NORM, a->n_out);
         matmul(m, s, pool, 0, 1, &m->output, NULL, NULL, a->logits, NULL, NULL, s->xb, a->n_out);
     }
     return bn_ok(err);
