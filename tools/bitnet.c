@@ -65,6 +65,7 @@ static const char USAGE[] =
     "  -c, --ctx N                context size (generate: default the model's;\n"
     "                             perplexity: default 512)\n"
     "  -t, --threads N            threads (default: all cores)\n"
+    "      --chunks N             perplexity: score at most N chunks\n"
     "  -h, --help                 this text\n"
     "      --version              version, kernels and build\n"
     "\n"
@@ -201,6 +202,7 @@ typedef struct opts {
     long n_predict;
     long n_ctx;
     long n_threads;
+    long n_chunks;
     int no_bos, special, echo, ignore_eos;
     bn_sampler_params sp;
 } opts;
@@ -270,6 +272,7 @@ static int parse_opts(int argc, char **argv, opts *o, const char **positional) {
             {NULL, "--mirostat-tau"},
             {NULL, "--mirostat-eta"},
             {"-s", "--seed"},
+            {NULL, "--chunks"},
         };
         int which = -1;
         for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++) {
@@ -323,6 +326,10 @@ static int parse_opts(int argc, char **argv, opts *o, const char **positional) {
         case 17: rc = parse_float(name, v, &o->sp.mirostat_tau); break;
         case 18: rc = parse_float(name, v, &o->sp.mirostat_eta); break;
         case 19: rc = parse_seed(name, v, &o->sp.seed); break;
+        case 20:
+            rc = parse_long(name, v, 1, INT32_MAX, &n);
+            o->n_chunks = n;
+            break;
         default: break;
         }
         if (rc) return rc;
@@ -938,6 +945,7 @@ static int cmd_perplexity(int argc, char **argv) {
     bn_model_config cfg;
     bn_model_get_config(model, &cfg);
     size_t n_chunk = n_ids / (size_t)n_ctx;
+    if (o.n_chunks > 0 && (size_t)o.n_chunks < n_chunk) n_chunk = (size_t)o.n_chunks;
     int32_t first = n_ctx / 2;
     chunk = malloc((size_t)n_ctx * sizeof *chunk);
     want = malloc((size_t)n_ctx);

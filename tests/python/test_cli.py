@@ -403,3 +403,16 @@ def test_generate_prompt_longer_than_a_batch(tiny_gguf):
             "--temp", 0, "--ctx", 1024)
     assert p.returncode == 0, err(p)
     assert parse_ids(out(p)) == want
+
+
+def test_perplexity_chunks_limit(tiny_gguf, tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text(PPL_TEXT, encoding="utf-8")
+    full = run("perplexity", "-m", tiny_gguf, "-f", path, "--ctx", 32)
+    two = run("perplexity", "-m", tiny_gguf, "-f", path, "--ctx", 32, "--chunks", 2)
+    assert full.returncode == 0 and two.returncode == 0, err(two)
+    assert "2 chunks of 32" in err(two)
+    running = re.findall(r"\[(\d+)\]([0-9.]+),", err(full))
+    assert running[1][0] == "2"
+    assert parse_ppl(out(two))[0] == pytest.approx(float(running[1][1]), abs=1e-3)
+    assert run("perplexity", "-m", tiny_gguf, "-f", path, "--chunks", 0).returncode == 2
