@@ -73,6 +73,8 @@ struct bn_tokenizer {
     int add_space_prefix;
     int remove_extra_ws;
     int byte_fallback;
+    int ws_split;  /* no piece joins a character to a following U+2581: encode
+                      words ("\u2581*" + the rest) one by one */
     int32_t *user; /* user-defined pieces, matched whole before merging */
     size_t n_user;
 

@@ -201,11 +201,96 @@ static bn_status normalize(const bn_tokenizer *t, const char *s, size_t n, int f
     return BN_OK;
 }
 
+/* Merge the symbols of norm[a..b) (c->syms has room) and emit the ids. */
+static bn_status encode_segment(spm_ctx *c, size_t a, size_t b, bn_ids *out, bn_error *err) {
+    const bn_tokenizer *t = c->t;
+    const unsigned char *u = (const unsigned char *)c->s;
+    int32_t ns = 0;
+    c->q.n = 0;
+    c->n_rev = 0;
+    for (size_t i = a; i < b;) {
+        size_t l = t->n_user ? match_user(t, c->s + i, b - i) : 0;
+        int frozen = l > 0;
+        if (!l) {
+            uint32_t cp;
+            l = bn_utf8_next(u + i, b - i, &cp);
+            if (!l) l = 1;
+        }
+        c->syms[ns] = (sym){(uint32_t)i, (uint32_t)l, ns - 1, -1, frozen};
+        if (ns > 0) c->syms[ns - 1].next = ns;
+        ns++;
+        i += l;
+    }
+    for (int32_t i = 1; i < ns; i++)
+        if (maybe_add_pair(c, i - 1, i)) return bn_fail(err, BN_ERR_NOMEM, "out of memory");
+    while (c->q.n) {
+        pair_ent top = agenda_pop(&c->q);
+        sym *l = &c->syms[top.left], *r = &c->syms[top.right];
+        if (l->len == 0 || r->len == 0 || l->len + r->len != top.size) continue;
+        l->len += r->len;
+        l->next = r->next;
+        if (r->next >= 0) c->syms[r->next].prev = top.left;
+        r->len = 0;
+        if (maybe_add_pair(c, l->prev, top.left) || maybe_add_pair(c, top.left, l->next))
+            return bn_fail(err, BN_ERR_NOMEM, "out of memory");
+    }
+    for (int32_t i = 0; i >= 0 && ns > 0; i = c->syms[i].next) {
+        bn_status st = emit_piece(c, c->s + c->syms[i].start, c->syms[i].len, out, 0, err);
+        if (st) return st;
+    }
+    return BN_OK;
+}
+
+/* Ids of words already encoded in this call (natural text repeats words). */
+typedef struct word_ent {
+    uint64_t hash;
+    uint32_t start, len; /* in the normalized text; len 0 = empty slot */
+    uint32_t off, cnt;   /* in the cache's id list */
+} word_ent;
+
+typedef struct word_cache {
+    word_ent *e;
+    size_t cap, n;
+    bn_ids ids;
+} word_cache;
+
+#define WORD_MAX 48 /* longer words are not cached */
+
+static word_ent *cache_find(word_cache *wc, const char *s, size_t start, size_t len, uint64_t h) {
+    for (size_t j = h & (wc->cap - 1);; j = (j + 1) & (wc->cap - 1)) {
+        word_ent *e = &wc->e[j];
+        if (!e->len) return e;
+        if (e->hash == h && e->len == len && memcmp(s + e->start, s + start, len) == 0) return e;
+    }
+}
+
+static int cache_grow(word_cache *wc) {
+    size_t cap = wc->cap ? wc->cap * 2 : 1024;
+    word_ent *e = calloc(cap, sizeof *e);
+    if (!e) return -1;
+    for (size_t i = 0; i < wc->cap; i++) {
+        if (!wc->e[i].len) continue;
+        size_t j = wc->e[i].hash & (cap - 1);
+        while (e[j].len)
+            j = (j + 1) & (cap - 1);
+        e[j] = wc->e[i];
+    }
+    free(wc->e);
+    wc->e = e;
+    wc->cap = cap;
+    return 0;
+}
+
+static inline int at_space(const char *s, size_t i, size_t n) {
+    return n - i >= 3 && memcmp(s + i, spm_space, 3) == 0;
+}
+
 bn_status bn_spm_encode(const bn_tokenizer *t, const char *s, size_t n, int first, bn_ids *out,
                         bn_error *err) {
     if (n == 0) return BN_OK;
     bn_buf norm = {0};
     spm_ctx c = {0};
+    word_cache wc = {0};
     bn_status st = BN_OK;
     if (normalize(t, s, n, first, &norm)) {
         st = bn_fail(err, BN_ERR_NOMEM, "out of memory");
@@ -223,49 +308,62 @@ bn_status bn_spm_encode(const bn_tokenizer *t, const char *s, size_t n, int firs
         st = bn_fail(err, BN_ERR_NOMEM, "out of memory");
         goto done;
     }
-    int32_t ns = 0;
-    const unsigned char *u = (const unsigned char *)norm.p;
+    if (!t->ws_split) {
+        st = encode_segment(&c, 0, norm.n, out, err);
+        goto done;
+    }
+    /* Words are independent: no piece spans a character followed by U+2581,
+     * so merges never cross that point and encoding words one by one gives
+     * the same ids as encoding the whole text. */
     for (size_t i = 0; i < norm.n;) {
-        size_t l = t->n_user ? match_user(t, norm.p + i, norm.n - i) : 0;
-        int frozen = l > 0;
-        if (!l) {
-            uint32_t cp;
-            l = bn_utf8_next(u + i, norm.n - i, &cp);
-            if (!l) l = 1;
+        size_t j = i;
+        while (at_space(norm.p, j, norm.n))
+            j += 3;
+        while (j < norm.n && !at_space(norm.p, j, norm.n))
+            j++;
+        size_t len = j - i;
+        if (len > WORD_MAX) {
+            st = encode_segment(&c, i, j, out, err);
+            if (st) goto done;
+            i = j;
+            continue;
         }
-        c.syms[ns] = (sym){(uint32_t)i, (uint32_t)l, ns - 1, -1, frozen};
-        if (ns > 0) c.syms[ns - 1].next = ns;
-        ns++;
-        i += l;
-    }
-    for (int32_t i = 1; i < ns; i++) {
-        if (maybe_add_pair(&c, i - 1, i)) {
+        if (wc.n * 2 >= wc.cap && cache_grow(&wc)) {
             st = bn_fail(err, BN_ERR_NOMEM, "out of memory");
             goto done;
         }
-    }
-    while (c.q.n) {
-        pair_ent top = agenda_pop(&c.q);
-        sym *l = &c.syms[top.left], *r = &c.syms[top.right];
-        if (l->len == 0 || r->len == 0 || l->len + r->len != top.size) continue;
-        l->len += r->len;
-        l->next = r->next;
-        if (r->next >= 0) c.syms[r->next].prev = top.left;
-        r->len = 0;
-        if (maybe_add_pair(&c, l->prev, top.left) || maybe_add_pair(&c, top.left, l->next)) {
-            st = bn_fail(err, BN_ERR_NOMEM, "out of memory");
-            goto done;
+        uint64_t h = bn_hash_bytes(norm.p + i, len);
+        word_ent *e = cache_find(&wc, norm.p, i, len, h);
+        if (e->len) {
+            for (uint32_t k = 0; k < e->cnt; k++) {
+                if (bn_ids_push(out, wc.ids.p[e->off + k])) {
+                    st = bn_fail(err, BN_ERR_NOMEM, "out of memory");
+                    goto done;
+                }
+            }
+        } else {
+            size_t before = out->n;
+            st = encode_segment(&c, i, j, out, err);
+            if (st) goto done;
+            *e = (word_ent){h, (uint32_t)i, (uint32_t)len, (uint32_t)wc.ids.n,
+                            (uint32_t)(out->n - before)};
+            for (size_t k = before; k < out->n; k++) {
+                if (bn_ids_push(&wc.ids, out->p[k])) {
+                    st = bn_fail(err, BN_ERR_NOMEM, "out of memory");
+                    goto done;
+                }
+            }
+            wc.n++;
         }
-    }
-    for (int32_t i = 0; i >= 0; i = c.syms[i].next) {
-        st = emit_piece(&c, norm.p + c.syms[i].start, c.syms[i].len, out, 0, err);
-        if (st) goto done;
+        i = j;
     }
 done:
     free(norm.p);
     free(c.syms);
     free(c.q.h);
     free(c.rev);
+    free(wc.e);
+    free(wc.ids.p);
     return st;
 }
 
@@ -304,6 +402,20 @@ static bn_status spm_setup(bn_tokenizer *t, const char *what, bn_error *err) {
             if (t->type[i] == BN_TT_UNKNOWN) t->unk = i;
     }
     if (t->unk < 0) return bn_fail(err, BN_ERR_FORMAT, "%s: no unknown piece", what);
+    /* Word-by-word encoding is exact when no mergeable piece has U+2581 after
+     * another character, and no user or unused pieces change the rules. */
+    t->ws_split = n_user == 0;
+    for (int32_t i = 0; i < t->n_vocab && t->ws_split; i++) {
+        if (t->type[i] == BN_TT_UNUSED) t->ws_split = 0;
+        if (!mergeable(t->type[i])) continue;
+        const char *p = t->text + t->text_off[i];
+        size_t len = (size_t)(t->text_off[i + 1] - t->text_off[i]);
+        size_t k = 0;
+        while (k + 3 <= len && memcmp(p + k, spm_space, 3) == 0)
+            k += 3;
+        for (; k + 3 <= len; k++)
+            if (memcmp(p + k, spm_space, 3) == 0) t->ws_split = 0;
+    }
     return BN_OK;
 }
 

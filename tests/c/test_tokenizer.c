@@ -623,6 +623,51 @@ static int write_gguf_from_json(const char *json_path, const char *out_path) {
 /* SentencePiece                                                             */
 /* ------------------------------------------------------------------------ */
 
+/* Word-by-word SentencePiece encoding (ws_split) must equal the whole-text
+ * merge. */
+static void spm_split_equivalence(bn_tokenizer *t) {
+    CHECK(t->ws_split); /* LLaMA's vocabulary allows it */
+    uint64_t rng = 5;
+    int same = 1;
+    static const char *const words[] = {" ",
+                                        "  ",
+                                        "the",
+                                        " the",
+                                        "\n",
+                                        "ab",
+                                        "\xc3\xa9",
+                                        "12",
+                                        "\xe2\x96\x81",
+                                        "x",
+                                        "\xf0\x9f\xa6\x99",
+                                        "\xff",
+                                        "'s"};
+    for (int iter = 0; iter < 1500; iter++) {
+        char buf[256];
+        size_t n = 0;
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        size_t k = (size_t)(rng >> 59);
+        for (size_t i = 0; i < k; i++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            const char *w = words[(rng >> 33) % 13];
+            memcpy(buf + n, w, strlen(w));
+            n += strlen(w);
+        }
+        bn_encode_opts o = {0};
+        o.disallow_none = 1;
+        size_t na = 0, nb = 0;
+        t->ws_split = 1;
+        int32_t *a = encode(t, buf, n, &o, &na, NULL);
+        t->ws_split = 0;
+        int32_t *b = encode(t, buf, n, &o, &nb, NULL);
+        t->ws_split = 1;
+        if (!a || !b || !ids_equal(a, na, b, nb)) same = 0;
+        free(a);
+        free(b);
+    }
+    CHECK(same);
+}
+
 static void spm_vectors(const bn_tokenizer *t, const char *label) {
     CHECK(bn_tokenizer_get_kind(t) == BN_TOKENIZER_SPM);
     CHECKF(bn_tokenizer_n_vocab(t) == 32000, "%s: n_vocab %d", label, bn_tokenizer_n_vocab(t));
@@ -953,6 +998,7 @@ int main(void) {
     if (ts) {
         spm_vectors(ts, "spm-model");
         robustness(ts, "spm-model");
+        spm_split_equivalence(ts);
         bn_tokenizer_free(ts);
     }
     ts = NULL;
