@@ -248,11 +248,6 @@ static inline int before(const cand *a, const cand *b) {
     return a->key > b->key || (a->key == b->key && a->id < b->id);
 }
 
-static int cand_cmp(const void *pa, const void *pb) {
-    const cand *a = pa, *b = pb;
-    return before(a, b) ? -1 : before(b, a) ? 1 : 0;
-}
-
 static inline void swap_cand(cand *a, cand *b) {
     cand t = *a;
     *a = *b;
@@ -306,9 +301,48 @@ static size_t partition(cand *c, size_t lo, size_t hi) {
     }
 }
 
+/* Sort c[0..n) in order. Introsort written here rather than qsort, which
+ * may allocate (glibc's merge sort) and would break the no-allocation-per-
+ * token promise. */
+static void sort_cands(cand *c, size_t n) {
+    int depth = 2;
+    for (size_t m = n; m > 1; m >>= 1)
+        depth += 2;
+    while (n > 16) {
+        if (depth-- == 0) { /* heapsort: the root is the last in order */
+            for (size_t i = n / 2; i-- > 0;)
+                sift_down(c, n, i);
+            for (size_t end = n; end-- > 1;) {
+                swap_cand(&c[0], &c[end]);
+                sift_down(c, end, 0);
+            }
+            return;
+        }
+        size_t j = partition(c, 0, n);
+        /* recurse into the smaller side, loop on the larger */
+        if (j + 1 < n - (j + 1)) {
+            sort_cands(c, j + 1);
+            c += j + 1;
+            n -= j + 1;
+        } else {
+            sort_cands(c + j + 1, n - (j + 1));
+            n = j + 1;
+        }
+    }
+    for (size_t i = 1; i < n; i++) {
+        cand x = c[i];
+        size_t j = i;
+        while (j > 0 && before(&x, &c[j - 1])) {
+            c[j] = c[j - 1];
+            j--;
+        }
+        c[j] = x;
+    }
+}
+
 /* Rearrange c[0..n) so that c[0..k) holds the k first elements (any order).
  * Quickselect; after too many rounds (adversarial input) it falls back to
- * qsort, so the worst case stays O(n log n). */
+ * sorting, so the worst case stays O(n log n). */
 static void select_first(cand *c, size_t n, size_t k) {
     if (k == 0 || k >= n) return;
     if (k <= 256 && n >= 16 * k) {
@@ -325,7 +359,7 @@ static void select_first(cand *c, size_t n, size_t k) {
         else
             lo = j + 1;
     }
-    if (lo < k && k < hi) qsort(c + lo, hi - lo, sizeof *c, cand_cmp);
+    if (lo < k && k < hi) sort_cands(c + lo, hi - lo);
 }
 
 static inline int reached(double cum, double need, int strict) {
@@ -351,7 +385,7 @@ static size_t select_mass(cand *c, size_t n, double need, int strict) {
             lo = j + 1;
         }
     }
-    qsort(c + lo, hi - lo, sizeof *c, cand_cmp);
+    sort_cands(c + lo, hi - lo);
     double cum = 0;
     for (size_t i = lo; i < hi; i++) {
         cum += c[i].p;
@@ -368,7 +402,7 @@ static void ensure_sorted(bn_sampler *s, int32_t want) {
     size_t n_rest = (size_t)(s->size - s->n_sorted);
     size_t k = (size_t)(want - s->n_sorted);
     select_first(rest, n_rest, k);
-    qsort(rest, k, sizeof *rest, cand_cmp);
+    sort_cands(rest, k);
     s->n_sorted = want;
 }
 
