@@ -29,10 +29,10 @@
  * same seed, parameters, logits and accepted tokens give the same tokens on
  * every platform whose libm gives the same expf/logf.
  *
- * Cost per token: O(n_vocab) to load and filter, plus partial selection
- * (quickselect) where an order is needed; a full sort happens only when a
- * filter really needs most of the vocabulary ordered. Nothing is allocated
- * after bn_sampler_new. */
+ * Cost per token: expected O(n_vocab). Sets are found by selection (a heap
+ * for small top-k, quickselect, and quickselect by probability mass for top-p
+ * and typical); only short prefixes that need an order are sorted, never the
+ * whole vocabulary. Nothing is allocated after bn_sampler_new. */
 #include <math.h>
 #include <stdlib.h>
 
