@@ -257,7 +257,6 @@ class Sampler:
 # ---------------------------------------------------------------------------
 
 @final
-@disjoint_base
 class StreamDecoder:
     def push(self, id: int, /) -> str: ...
     def flush(self) -> str: ...
