@@ -1,4 +1,5 @@
-"""bn_sampler_probs against Hugging Face transformers' logits processors.
+"""bn_sampler_probs against Hugging Face transformers' logits processors and
+llama.cpp's own samplers (llama-cpp-python's low-level API, at the end).
 
 Each filter alone, then whole chains, on random logits. transformers is an
 implementation we did not write; where its semantics and llama.cpp's (which
@@ -304,3 +305,138 @@ def test_errors():
         s.accept(10)
     with pytest.raises(TypeError):
         s.accept("a")
+
+
+# ---------------------------------------------------------------------------
+# llama.cpp's own samplers (through llama-cpp-python's low-level API): the
+# semantics libbitnet follows, so they must agree everywhere, mirostat
+# included (its first step: later steps depend on the draws, and the RNGs
+# differ).
+# ---------------------------------------------------------------------------
+
+
+def _llama():
+    return pytest.importorskip("llama_cpp")
+
+
+def llama_chain_probs(samplers, logits, history=()):
+    """Apply llama.cpp samplers to the logits and return the distribution of
+    what is left (softmax of the remaining logits), and the selected index."""
+    import ctypes
+
+    L = _llama()
+    n = len(logits)
+    arr = (L.llama_token_data * n)()
+    for i in range(n):
+        arr[i].id = i
+        arr[i].logit = float(logits[i])
+        arr[i].p = 0.0
+    cur = L.llama_token_data_array(
+        data=ctypes.cast(arr, ctypes.POINTER(L.llama_token_data)),
+        size=n, selected=-1, sorted=False,
+    )
+    try:
+        for s in samplers:
+            for t in history:
+                L.llama_sampler_accept(s, t)
+        for s in samplers:
+            L.llama_sampler_apply(s, ctypes.byref(cur))
+        ids = np.array([cur.data[i].id for i in range(cur.size)], dtype=np.int64)
+        lg = np.array([cur.data[i].logit for i in range(cur.size)], dtype=np.float64)
+    finally:
+        for s in samplers:
+            L.llama_sampler_free(s)
+    out = np.zeros(n)
+    e = np.exp(lg - lg.max())
+    out[ids] = e / e.sum()
+    return out
+
+
+def _has_llama_penalties_with_n_vocab(L):
+    import inspect
+
+    try:
+        return "n_vocab" in str(inspect.signature(L.llama_sampler_init_penalties))
+    except (TypeError, ValueError):
+        return False
+
+
+def llama_penalties(last_n, repeat, freq, present, n_vocab):
+    L = _llama()
+    if _has_llama_penalties_with_n_vocab(L):
+        return L.llama_sampler_init_penalties(n_vocab, last_n, repeat, freq, present)
+    return L.llama_sampler_init_penalties(last_n, repeat, freq, present)
+
+
+@pytest.mark.parametrize("n", N_VOCABS)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_vs_llama_cpp_single_filters(n, seed):
+    L = _llama()
+    logits = random_logits(n, seed)
+    p = softmax64(logits)
+    cums = np.cumsum(np.sort(p)[::-1])
+    top_p = between(cums, 0.9)
+    ratios = np.sort(p / p.max())
+    min_p = between(ratios, 0.05)
+    ent = -(p * np.log(p)).sum()
+    order = np.argsort(np.abs(-np.log(p) - ent), kind="stable")
+    typical = between(np.cumsum(p[order]), 0.6)
+    cases = [
+        (dict(top_k=40), [L.llama_sampler_init_top_k(40)]),
+        (dict(top_p=top_p), [L.llama_sampler_init_top_p(top_p, 1)]),
+        (dict(min_p=min_p), [L.llama_sampler_init_min_p(min_p, 1)]),
+        (dict(typical_p=typical), [L.llama_sampler_init_typical(typical, 1)]),
+        (dict(temperature=0.7), [L.llama_sampler_init_temp(0.7)]),
+    ]
+    for kw, samplers in cases:
+        got = plain(n, **kw).probs(logits)
+        want = llama_chain_probs(samplers, logits)
+        assert_same_distribution(got, want.astype(np.float32))
+
+
+@pytest.mark.parametrize("n", N_VOCABS)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("chain", CHAINS)
+def test_vs_llama_cpp_default_chain(n, seed, chain):
+    """penalties -> top-k -> typical -> top-p -> min-p -> temperature, as
+    llama.cpp's common sampler builds it."""
+    L = _llama()
+    k, typical, top_p, min_p, temp, penalty = chain
+    logits = random_logits(n, seed, scale=2.0)
+    history = np.random.default_rng(seed).integers(0, n, size=100).tolist()
+    s = core.Sampler(n, temperature=temp, top_k=k, top_p=top_p, min_p=min_p, typical_p=typical,
+                     repeat_penalty=penalty, frequency_penalty=0.1, presence_penalty=0.2,
+                     penalty_last_n=64)
+    for t in history:
+        s.accept(t)
+    got = s.probs(logits)
+    samplers = [
+        llama_penalties(64, penalty, 0.1, 0.2, n),
+        L.llama_sampler_init_top_k(k),
+        L.llama_sampler_init_typical(typical, 1),
+        L.llama_sampler_init_top_p(top_p, 1),
+        L.llama_sampler_init_min_p(min_p, 1),
+        L.llama_sampler_init_temp(temp),
+    ]
+    want = llama_chain_probs(samplers, logits, history)
+    assert_same_distribution(got, want.astype(np.float32))
+
+
+@pytest.mark.parametrize("n", N_VOCABS)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("version,tau", [(1, 3.0), (1, 5.0), (2, 3.0), (2, 6.0)])
+def test_vs_llama_cpp_mirostat_first_step(n, seed, version, tau):
+    L = _llama()
+    logits = random_logits(n, seed, scale=3.0)
+    s = core.Sampler(n, temperature=0.9, mirostat=version, mirostat_tau=tau, mirostat_eta=0.1)
+    got = s.probs(logits)
+    if version == 1:
+        miro = L.llama_sampler_init_mirostat(n, 1, tau, 0.1, 100)
+    else:
+        miro = L.llama_sampler_init_mirostat_v2(1, tau, 0.1)
+    want = llama_chain_probs([L.llama_sampler_init_temp(0.9), miro], logits)
+    kept_got, kept_want = int((got > 0).sum()), int((want > 0).sum())
+    # k (v1) comes from float powf; one token either way at a rounding edge
+    assert abs(kept_got - kept_want) <= 1, (kept_got, kept_want)
+    if kept_got == kept_want:
+        assert_same_distribution(got, want.astype(np.float32))
