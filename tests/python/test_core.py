@@ -779,3 +779,92 @@ def test_main_info(tiny_gguf: Path, tmp_dir: Path) -> None:
     assert json.loads(r.stdout)["config"]["n_embd"] == 8
     r = _run_main("info", str(tmp_dir / "missing.gguf"))
     assert r.returncode == 1 and "error:" in r.stderr and "hint:" in r.stderr
+
+
+# --------------------------------------------------------------------------
+# Reference counts and leaks
+# --------------------------------------------------------------------------
+
+
+def test_refcounts_of_arguments(model: Any, tiny_gguf: Path) -> None:
+    ctx = _core.Context(model, n_ctx=64)
+    ids = [1, 15043, 3186]
+    arr = np.array(ids, dtype=np.int32)
+    x = np.zeros((2, 32), np.float32)
+    path = str(tiny_gguf)
+    before = [sys.getrefcount(o) for o in (ids, arr, x, path, model)]
+    for _ in range(10):
+        ctx.kv_truncate(0)
+        ctx.eval(ids)
+        ctx.kv_truncate(0)
+        ctx.eval(arr, logits="all")
+        _core.quantize("q8_0", x)
+        _core.ternarize(x)
+        with pytest.raises(bitnet_py.ConfigurationError):
+            ctx.eval(ids, seq_id=3)
+        r = _core.GGUFReader(path)
+        r.get("tokenizer.ggml.scores")
+        r.close()
+    after = [sys.getrefcount(o) for o in (ids, arr, x, path, model)]
+    assert after == before
+    n = sys.getrefcount(model)
+    c2 = _core.Context(model, n_ctx=8)
+    assert sys.getrefcount(model) == n + 1  # the context's reference
+    del c2
+    assert sys.getrefcount(model) == n
+
+
+def test_no_python_memory_growth(model: Any, tiny_gguf: Path, tmp_dir: Path) -> None:
+    import tracemalloc
+
+    ctx = _core.Context(model, n_ctx=64, n_seq=2)
+    x = np.random.default_rng(6).standard_normal((4, 64)).astype(np.float32)
+    path = str(tiny_gguf)
+
+    def work() -> None:
+        ctx.kv_truncate(0)
+        ctx.kv_truncate(1)
+        ctx.eval([1, 2, 3], logits="all")
+        ctx.decode([4, 5], seq_ids=[0, 1], want_logits=[1, 1])
+        for bad in ([99999], []):
+            try:
+                ctx.eval(bad)
+            except bitnet_py.ConfigurationError:
+                pass
+        try:
+            _core.Model(str(tmp_dir / "missing.gguf"))
+        except bitnet_py.ModelNotFoundError:
+            pass
+        _core.dequantize("q8_0", _core.quantize("q8_0", x), 64, 4)
+        r = _core.GGUFReader(path)
+        r.get("tokenizer.ggml.tokens")
+        r.tensors()
+        with r.tensor_bytes("output_norm.weight") as mv:
+            bytes(mv)
+        r.close()
+        w = _core.GGUFWriter()
+        w.set_arr_str("s", ["a", "b"])
+        w.set_arr("n", list(range(100)), "i32")
+        w.add_tensor("t", "f32", (64, 4), x.tobytes())
+        w.write(str(tmp_dir / "leak.gguf"))
+        try:
+            w.set("n", 1, "u8")
+        except bitnet_py.BitNetError:
+            pass
+
+    for _ in range(5):
+        work()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for _ in range(5):
+            work()
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(100):
+            work()
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, f"Python memory grew by {grown} bytes over 100 rounds"
