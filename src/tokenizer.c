@@ -624,7 +624,7 @@ bn_status bn_detokenize(const bn_tokenizer *t, const int32_t *ids, size_t n, int
         size_t len = 0;
         bn_status st = piece_bytes(t, &ds, ids[i], skip_special, &s, &len, err);
         if (st) return st;
-        if (total + len <= cap) memcpy(buf + total, s, len);
+        if (len && total + len <= cap) memcpy(buf + total, s, len);
         total += len;
     }
     *n_out = total;
