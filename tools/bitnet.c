@@ -20,6 +20,8 @@
 #include "bitnet.h"
 
 enum { EXIT_USAGE = 2 };
+/* parse_opts printed the help: the command exits 0. */
+#define HELP_SHOWN (-1)
 
 /* Tokens per bn_decode call. */
 #define BATCH 512
@@ -220,7 +222,7 @@ static int is_opt(const char *arg, size_t name_len, const char *s, const char *l
 }
 
 /* Parse the options after the command. `positional` (may be NULL) receives
- * one positional argument. Returns 0 or an exit code. */
+ * one positional argument. Returns 0, an exit code, or HELP_SHOWN. */
 static int parse_opts(int argc, char **argv, opts *o, const char **positional) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -234,6 +236,10 @@ static int parse_opts(int argc, char **argv, opts *o, const char **positional) {
         const char *eq = a[1] == '-' ? strchr(a, '=') : NULL;
         size_t nl = eq ? (size_t)(eq - a) : strlen(a);
         /* flags */
+        if (is_opt(a, nl, "-h", "--help")) {
+            fputs(USAGE, stdout);
+            return HELP_SHOWN;
+        }
         if (is_opt(a, nl, NULL, "--no-bos")) {
             o->no_bos = 1;
             continue;
@@ -549,7 +555,7 @@ static int cmd_info(int argc, char **argv) {
     memset(&o, 0, sizeof o);
     const char *path = NULL;
     int rc = parse_opts(argc, argv, &o, &path);
-    if (rc) return rc;
+    if (rc) return rc == HELP_SHOWN ? 0 : rc;
     if (!path) path = o.model;
     if (!path) return usage_error("info needs a MODEL");
     bn_gguf *g = NULL;
@@ -704,7 +710,7 @@ static int cmd_generate(int argc, char **argv) {
     o.n_predict = 128;
     o.sp = bn_sampler_default_params();
     int rc = parse_opts(argc, argv, &o, NULL);
-    if (rc) return rc;
+    if (rc) return rc == HELP_SHOWN ? 0 : rc;
     if (!o.model) return usage_error("generate needs -m MODEL");
     int n_sources = (o.prompt != NULL) + (o.file != NULL) + (o.ids != NULL);
     if (n_sources != 1) return usage_error("generate needs exactly one of -p, -f or --ids");
@@ -902,7 +908,7 @@ static int cmd_perplexity(int argc, char **argv) {
     memset(&o, 0, sizeof o);
     o.sp = bn_sampler_default_params();
     int rc = parse_opts(argc, argv, &o, NULL);
-    if (rc) return rc;
+    if (rc) return rc == HELP_SHOWN ? 0 : rc;
     if (!o.model) return usage_error("perplexity needs -m MODEL");
     if (!o.file) return usage_error("perplexity needs -f TEXT_FILE");
 
@@ -1033,12 +1039,6 @@ int main(int argc, char **argv) {
         printf("kernels: %s\ncpu: %s\nbuild: %s\n", bn_kernel_name(), bn_cpu_features(),
                bn_build_info());
         return 0;
-    }
-    for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            fputs(USAGE, stdout);
-            return 0;
-        }
     }
     if (strcmp(cmd, "info") == 0) return cmd_info(argc - 2, argv + 2);
     if (strcmp(cmd, "generate") == 0) return cmd_generate(argc - 2, argv + 2);
