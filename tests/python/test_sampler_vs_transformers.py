@@ -440,3 +440,28 @@ def test_vs_llama_cpp_mirostat_first_step(n, seed, version, tau):
     assert abs(kept_got - kept_want) <= 1, (kept_got, kept_want)
     if kept_got == kept_want:
         assert_same_distribution(got, want.astype(np.float32))
+
+
+def test_sampler_object():
+    s = core.Sampler(100)
+    assert (s.n_vocab, s.top_k, s.penalty_last_n, s.mirostat) == (100, 40, 64, 0)
+    assert s.temperature == pytest.approx(0.8)
+    assert s.seed == 0xDEADBEEF
+    assert "Sampler(n_vocab=100" in repr(s)
+    s.reset(7)
+    assert s.seed == 7
+    s.reset()
+    assert s.seed == 7
+    s = core.Sampler(100, seed=-1)  # taken modulo 2**64
+    assert s.seed == 2**64 - 1
+    with pytest.raises(AttributeError):
+        s.top_k = 5
+    # logits as a list, a float64 array, a non-contiguous view
+    logits = np.linspace(-1, 1, 200)[::2]
+    a = s.probs(logits)
+    b = s.probs(np.ascontiguousarray(logits, dtype=np.float32))
+    c = s.probs(list(logits))
+    assert np.array_equal(a, b) and np.array_equal(a, c)
+    uninit = core.Sampler.__new__(core.Sampler)
+    with pytest.raises(ValueError):
+        uninit.sample(b)
