@@ -792,11 +792,14 @@ def _act_quant(x: np.ndarray, mode: str | None) -> np.ndarray:
 
 
 def reference_logits(model: SyntheticModel, tokens: Sequence[int], act_quant: str | None = "token",
-                     dtype: Any = np.float64) -> np.ndarray:
+                     dtype: Any = np.float64,
+                     trace: Callable[[str, np.ndarray], None] | None = None) -> np.ndarray:
     """Logits [n_tokens, n_vocab] of the model on a prompt, in numpy: the graph
     of transformers' BitNet (and llama.cpp's bitnet arch for arch "bitnet"),
     ternary weights from :func:`ternarize`, activations fake-quantized with
-    ``act_quant`` before every BitLinear, everything else in ``dtype``."""
+    ``act_quant`` before every BitLinear, everything else in ``dtype``.
+    ``trace(hf_weight_name, x)`` receives each BitLinear's input (float32
+    [n_tokens, n_in], before quantization)."""
     cfg = model.config
     T = model.tensors
     n = len(tokens)
@@ -808,6 +811,8 @@ def reference_logits(model: SyntheticModel, tokens: Sequence[int], act_quant: st
 
     def lin(x: np.ndarray, name: str) -> np.ndarray:
         q, s = ternarize(T[name])
+        if trace is not None:
+            trace(name, x.astype(np.float32))
         xq = _act_quant(x.astype(np.float32), act_quant).astype(dtype)
         return (xq @ q.T.astype(dtype)) * dtype(s)
 
@@ -863,6 +868,35 @@ def greedy_reference(model: SyntheticModel, prompt: Sequence[int], n_new: int,
         nxt = int(np.argmax(reference_logits(model, toks, act_quant)[-1]))
         out.append(nxt)
         toks.append(nxt)
+    return out
+
+
+def top2_margin(logits: np.ndarray) -> np.ndarray:
+    """top-1 minus top-2 logit at each position."""
+    srt = np.sort(np.asarray(logits, dtype=np.float64), axis=-1)
+    return srt[..., -1] - srt[..., -2]
+
+
+def first_divergence(a: np.ndarray, b: np.ndarray, tol: float) -> int | None:
+    """First position (row) where the two logit arrays differ by more than
+    tol, or None."""
+    d = np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)), axis=-1)
+    bad = np.flatnonzero(d > tol)
+    return int(bad[0]) if bad.size else None
+
+
+def real_argmax_disagreements(got: np.ndarray, ref: np.ndarray, noise: float) -> list[int]:
+    """Positions whose argmax differs although the reference's top-1 leads
+    the engine's choice by more than ``noise`` (a tie-aware comparison: where
+    two tokens are within the noise of the two computations, either is a
+    correct argmax)."""
+    got = np.asarray(got, np.float64)
+    ref = np.asarray(ref, np.float64)
+    out = []
+    for p in range(ref.shape[0]):
+        g, r = int(got[p].argmax()), int(ref[p].argmax())
+        if g != r and ref[p, r] - ref[p, g] > noise:
+            out.append(p)
     return out
 
 
