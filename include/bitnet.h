@@ -454,7 +454,7 @@ BN_API bn_status bn_kv_seq_copy(bn_context *c, int32_t src, int32_t dst, int32_t
 typedef struct bn_sampler bn_sampler;
 
 typedef struct bn_sampler_params {
-    float temperature;   /* <= 0: greedy */
+    float temperature;   /* 0: greedy; negative is invalid */
     int32_t top_k;       /* <= 0: off */
     float top_p;         /* 1: off */
     float min_p;         /* 0: off */
