@@ -900,6 +900,25 @@ def real_argmax_disagreements(got: np.ndarray, ref: np.ndarray, noise: float) ->
     return out
 
 
+def closest_rounding_boundary(model: SyntheticModel, tokens: Sequence[int], pos: int
+                              ) -> tuple[str, float, float]:
+    """Among the per-token int8 activations of position ``pos`` (numpy
+    reference, float32 quantization arithmetic), the one whose unrounded value
+    x * 127 / max|x| is closest to a .5 rounding boundary: (GGUF tensor name of
+    the BitLinear, the value, its distance to the boundary)."""
+    seen: dict[str, np.ndarray] = {}
+    reference_logits(model, list(tokens)[: pos + 1], trace=lambda n, x: seen.__setitem__(n, x))
+    best = ("", 0.0, 1.0)
+    for _, hf, gg in model.linear_names():
+        x = seen[hf][pos].astype(np.float32)
+        v = x * (np.float32(127.0) / np.float32(max(float(np.max(np.abs(x))), 1e-5)))
+        dist = np.abs(np.abs(v - np.floor(v)) - 0.5)
+        i = int(np.argmin(dist))
+        if float(dist[i]) < best[2]:
+            best = (gg, float(v[i]), float(dist[i]))
+    return best
+
+
 # --------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------
