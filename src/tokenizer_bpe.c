@@ -913,6 +913,12 @@ bn_status bn_tokenizer_load_hf_json(const char *path, bn_tokenizer **out, bn_err
         st = bn_fail(err, BN_ERR_FORMAT, "%s: empty vocabulary", path);
         goto done;
     }
+    if ((uint64_t)max_id >= (uint64_t)n_entries) {
+        /* ids must be dense, so the largest is below the number of entries */
+        st = bn_fail(err, BN_ERR_FORMAT, "%s: id %lld but only %zu tokens (ids must be dense)",
+                     path, (long long)max_id, n_entries);
+        goto done;
+    }
     int32_t n_vocab = (int32_t)max_id + 1;
     owner = malloc((size_t)n_vocab * sizeof(int32_t));
     soff = malloc(((size_t)n_entries + 1) * 2 * sizeof(uint64_t));

@@ -884,6 +884,12 @@ static void malformed_json(void) {
         "{\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false}, "
         "\"normalizer\": "
         "null, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": -1}, \"merges\": []}}",
+        "{\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false}, "
+        "\"normalizer\": "
+        "null, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 1000000000}, \"merges\": []}}",
+        "{\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false}, "
+        "\"normalizer\": "
+        "null, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [\"a b\"]}}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         bn_status st = load_bytes(bn_tokenizer_load_hf_json, bad[i], strlen(bad[i]), &err);
