@@ -672,7 +672,8 @@ def _gil_released_during(fn: Any) -> tuple[float, int, float]:
 
 
 def test_gil_released_during_eval(model: Any) -> None:
-    ctx = _core.Context(model, n_ctx=512)
+    # One worker thread, so the counting thread has a core even on 2-core CI.
+    ctx = _core.Context(model, n_ctx=512, n_threads=1)
     ids = [1 + (i * 7) % 31000 for i in range(384)]
 
     def run() -> None:
@@ -687,8 +688,10 @@ def test_gil_released_during_eval(model: Any) -> None:
         sys.setswitchinterval(old)
     if elapsed < 0.02:
         pytest.skip(f"eval too fast ({elapsed:.3f}s) to observe")
-    # With the GIL held, the counting thread would barely run during eval.
-    assert during > 0.2 * rate * elapsed, (elapsed, during, rate)
+    # With the GIL held the counting thread barely runs during the call
+    # (measured: under 1% of its free-running rate); released, it runs at
+    # a large fraction of it.
+    assert during > 0.05 * rate * elapsed, (elapsed, during, rate)
 
 
 def test_gil_released_during_quantize() -> None:
@@ -701,7 +704,7 @@ def test_gil_released_during_quantize() -> None:
         sys.setswitchinterval(old)
     if elapsed < 0.02:
         pytest.skip(f"quantize too fast ({elapsed:.3f}s) to observe")
-    assert during > 0.2 * rate * elapsed, (elapsed, during, rate)
+    assert during > 0.05 * rate * elapsed, (elapsed, during, rate)
 
 
 def test_context_outlives_model_reference(tiny_gguf: Path, tiny_reference: dict[str, Any]) -> None:
