@@ -940,6 +940,51 @@ static void malformed_gguf(void) {
     unlink(path);
 }
 
+/* Mutated GGUF vocabularies: the reader may accept them; the tokenizer
+ * loader must then fail cleanly or give a working tokenizer. */
+static void mutated_gguf(const char *path) {
+    size_t n;
+    unsigned char *real = bn_test_read_file(path, &n);
+    CHECK(real != NULL);
+    if (!real) return;
+    unsigned char *c = malloc(n);
+    uint64_t rng = 11;
+    int ok = 1, loaded = 0;
+    for (int i = 0; i < 300; i++) {
+        memcpy(c, real, n);
+        for (int k = 0; k < 3; k++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            /* mostly the KV area at the start, sometimes anywhere */
+            size_t at = (rng >> 40) % (k == 0 ? n : (n < 8192 ? n : 8192));
+            c[at] ^= (unsigned char)(1u << ((rng >> 20) & 7));
+        }
+        bn_gguf *g;
+        bn_error err;
+        if (bn_gguf_open_memory(c, n, &g, &err) != BN_OK) continue;
+        bn_tokenizer *t = NULL;
+        bn_status st = bn_tokenizer_from_gguf(g, &t, &err);
+        if (st == BN_OK) {
+            loaded++;
+            size_t m;
+            int32_t *ids = encode(t, "Hello wor\xc3\xa9ld 123 <|x|>", 22, NULL, &m, NULL);
+            if (ids) {
+                size_t dl;
+                free(decode(t, ids, m, 0, &dl));
+            }
+            free(ids);
+            bn_tokenizer_free(t);
+        } else if (st != BN_ERR_FORMAT && st != BN_ERR_UNSUPPORTED && st != BN_ERR_NOT_FOUND &&
+                   st != BN_ERR_INVALID_ARG) {
+            ok = 0;
+        }
+        bn_gguf_close(g);
+    }
+    CHECKF(ok, "%s: unexpected status from a mutated vocabulary", path);
+    printf("  mutated %s: %d of 300 still load\n", path, loaded);
+    free(c);
+    free(real);
+}
+
 /* ------------------------------------------------------------------------ */
 
 int main(void) {
@@ -1043,5 +1088,7 @@ int main(void) {
     malformed_spm();
     malformed_json();
     malformed_gguf();
+    mutated_gguf(TOK "llama-spm/ggml-vocab-llama-spm.gguf");
+    mutated_gguf(TOK "gpt2/ggml-vocab-gpt-2.gguf");
     return bn_test_finish("test_tokenizer");
 }
