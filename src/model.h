@@ -17,7 +17,14 @@
  * src/llama.cpp): llama_rope_type() lists LLM_ARCH_BITNET, LLM_ARCH_BITNET_25
  * and LLM_ARCH_BITNET_158 under LLAMA_ROPE_TYPE_NEOX, and the BitnetModel
  * class of microsoft/BitNet utils/convert-hf-to-gguf-bitnet.py does not
- * permute q/k (unlike LlamaModel), so the rows are HF's rotate_half order. */
+ * permute q/k (unlike LlamaModel), so the rows are HF's rotate_half order.
+ * Both build_bitnet and build_bitnet_158 there compute the head with
+ * tok_embd (tied); we use output.weight when a file has one, else tok_embd.
+ * Float BitLinear weights (F32/F16/BF16, or any type we can dequantize) are
+ * taken as master weights and re-quantized with absmean at load, as
+ * transformers' online quantization does: a float tensor that already holds
+ * q * s therefore runs with scale s * (fraction of non-zero q), exactly as it
+ * would in transformers. */
 #ifndef BN_MODEL_H
 #define BN_MODEL_H
 
