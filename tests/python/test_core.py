@@ -510,6 +510,17 @@ def test_logits_match_llama_cpp(model: Any, testdata: Path, tiny_reference: dict
     assert ctx.kv_seq_len(0) == len(run["prompt_ids"])
 
 
+def test_model_load_options(tiny_gguf: Path, model: Any) -> None:
+    want = _core.Context(model, n_ctx=8).eval([1, 2, 3], logits="all")
+    for kw in ({"use_mmap": False}, {"n_layers": 1}):
+        m = _core.Model(tiny_gguf, **kw)
+        np.testing.assert_array_equal(_core.Context(m, n_ctx=8).eval([1, 2, 3], logits="all"), want)
+    with pytest.raises(bitnet_py.ConfigurationError):
+        _core.Model(str(tiny_gguf), n_layers=5)  # more layers than the file has
+    with pytest.raises(bitnet_py.ConfigurationError):
+        _core.Model(str(tiny_gguf), n_layers=-1)
+
+
 def test_greedy_continuation_matches_llama_cpp(model: Any, tiny_reference: dict[str, Any]) -> None:
     run = _hello(tiny_reference)
     ctx = _core.Context(model, n_ctx=64)
