@@ -218,3 +218,44 @@ def test_hf_json_matches_hf_tokenizers(hf_llama3, llama3, text):
     got = ours.encode(text, allowed_special="all")
     assert got == want
     assert got == llama3[1].encode(text, allowed_special="all")
+
+
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def _byte_level_decoder():
+    direct = [b for b in range(256) if 0x21 <= b <= 0x7E or 0xA1 <= b <= 0xAC or 0xAE <= b <= 0xFF]
+    cps = {b: b for b in direct}
+    k = 0
+    for b in range(256):
+        if b not in cps:
+            cps[b] = 256 + k
+            k += 1
+    return {chr(cp): b for b, cp in cps.items()}
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    # tiktoken over the GGUF's own vocabulary (rank = id, as GPT-2's ranks
+    # are) and the GPT-2 split pattern: the merge-list BPE of the GGUF and
+    # tiktoken's rank BPE give the same ids for GPT-2
+    path = TOK / "gpt2" / "ggml-vocab-gpt-2.gguf"
+    r = core.GGUFReader(path)
+    toks = r.get("tokenizer.ggml.tokens")
+    types = r.get("tokenizer.ggml.token_type")
+    r.close()
+    dec = _byte_level_decoder()
+    ranks = {bytes(dec[c] for c in s): i for i, (s, ty) in enumerate(zip(toks, types)) if ty == 1}
+    specials = {s: i for i, (s, ty) in enumerate(zip(toks, types)) if ty != 1}
+    ref = tiktoken.Encoding("gpt2-gguf", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                            special_tokens=specials)
+    return ref, core.Tokenizer.from_gguf(path)
+
+
+@PROPS
+@given(text=texts)
+def test_gpt2_gguf_matches_tiktoken(gpt2, text):
+    ref, ours = gpt2
+    want = ref.encode(text, allowed_special=set(), disallowed_special=())
+    assert ours.encode(text, disallowed_special=()) == want
+    assert ours.decode_bytes(want) == ref.decode_bytes(want)
