@@ -870,6 +870,16 @@ bn_status bn_tokenizer_load_hf_json(const char *path, bn_tokenizer **out, bn_err
                      path);
         goto done;
     }
+    static const char *const must_be_null[] = {"continuing_subword_prefix", "end_of_word_suffix",
+                                               "dropout"};
+    for (size_t i = 0; i < 3; i++) {
+        const bn_json_val *v = bn_json_get(model, must_be_null[i]);
+        if (v && bn_json_type_of(v) != BN_JSON_NULL) {
+            st = bn_fail(err, BN_ERR_UNSUPPORTED, "%s: BPE option model.%s is not supported", path,
+                         must_be_null[i]);
+            goto done;
+        }
+    }
     if (bn_json_bool(bn_json_get(model, "byte_fallback"))) {
         st = bn_fail(err, BN_ERR_UNSUPPORTED, "%s: BPE with byte_fallback is not supported", path);
         goto done;
