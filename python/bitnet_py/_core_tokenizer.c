@@ -81,11 +81,6 @@ static int load_into(BnpyTokenizer *self, PyObject *path, load_fn fn) {
         bnpy_raise(st, &err);
         return -1;
     }
-    bn_tokenizer_free(self->owned);
-    if (self->model) {
-        bnpy_model_release(self->model);
-        Py_CLEAR(self->model);
-    }
     self->owned = t;
     self->tok = t;
     return 0;
@@ -95,6 +90,12 @@ static int Tokenizer_init(BnpyTokenizer *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"path", NULL};
     PyObject *path;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:Tokenizer", kwlist, &path)) return -1;
+    /* Other threads (encode without the GIL) and stream decoders may use the
+     * current tokenizer: it is never replaced. */
+    if (self->tok) {
+        PyErr_SetString(PyExc_TypeError, "Tokenizer is already initialized");
+        return -1;
+    }
     return load_into(self, path, bn_tokenizer_load);
 }
 

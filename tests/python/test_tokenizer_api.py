@@ -243,3 +243,9 @@ def test_threads(l3):
     for th in threads:
         th.join()
     assert results == [True] * 4
+
+
+def test_no_reinit(l3):
+    with pytest.raises(TypeError):
+        l3.__init__(TOK / "llama3" / "tokenizer.model")
+    assert l3.encode("Hello world") == [9906, 1917]
