@@ -81,11 +81,18 @@ def test_all_formats_same_logits(tmp_path: Path, arch: str, seed: int) -> None:
     ref = S.reference_logits(model, PROMPT)
     d = float(np.max(np.abs(base - ref)))
     print(f"{arch} seed {seed}: engine vs numpy reference max |diff| = {d:.3e}")
-    if d > 1e-3:
-        # A per-token int8 activation that sits on a .5 boundary rounds
-        # differently in float32 and float64: see test_vs_transformers.
-        pytest.skip(f"engine vs float64 reference: an activation rounding flip ({d:.3g})")
-    assert np.array_equal(base.argmax(1), ref.argmax(1))
+    p0 = S.first_divergence(base, ref, 1e-3)
+    if p0 is None:
+        assert np.array_equal(base.argmax(1), ref.argmax(1))
+        return
+    # A per-token int8 activation within float noise of a .5 boundary rounds
+    # differently in float32 (engine) and float64 (reference); from there on
+    # the logits differ by requantization noise (see test_vs_transformers).
+    name, v, dist = S.closest_rounding_boundary(model, PROMPT, p0)
+    print(f"  rounding flip at position {p0}: {name} input x*s = {v:.7f}, {dist:.2e} from .5")
+    assert dist < 1e-3
+    assert d < 1.5
+    assert S.real_argmax_disagreements(base, ref, noise=d) == []
 
 
 @pytest.mark.parametrize("wt", ["i2_s", "tq1_0", "tq2_0", "f16"])
