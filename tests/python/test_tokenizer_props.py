@@ -9,6 +9,10 @@ whitespace runs and special-token text). Each comparison runs at least
   (tokenizer.model ranks, the Llama-3 split pattern, 256 special tokens),
   in both special-token modes, plus HF tokenizers on tokenizer.json.
 - LLaMA SentencePiece: sentencepiece with tokenizer.model.
+- GPT-2 (GGUF vocabulary with a merge list): tiktoken over the same
+  vocabulary with the GPT-2 split pattern.
+
+BITNET_PROP_EXAMPLES lowers the count for quick local runs.
 """
 
 from __future__ import annotations
