@@ -435,7 +435,7 @@ class _Out:
         else:
             self.kv.append((key, value, vtype))
 
-    def set_arr(self, key: str, values: Sequence[Any], elem: str) -> None:
+    def set_arr(self, key: str, values: Sequence[Any] | np.ndarray, elem: str) -> None:
         if self.backend == "core":
             if elem == "str":
                 self.w.set_arr_str(key, list(values))

@@ -79,6 +79,13 @@ def _llama(path: Path) -> Any:
                                vocab_only=False)
 
 
+def _llama_default(path: Path) -> Any:
+    """llama.cpp as users run it: F16 KV cache, default attention."""
+    with _quiet():
+        return llama_cpp.Llama(model_path=str(path), n_ctx=128, n_batch=128, n_threads=1,
+                               n_threads_batch=1, logits_all=True, verbose=False)
+
+
 def _llama_prompt_logits(llm: Any, tokens: list[int]) -> np.ndarray:
     llm.reset()
     with _quiet():
@@ -190,3 +197,20 @@ def test_greedy_vs_llama_cpp(files: dict, label: str, wt: str) -> None:
     gap = float(lsteps[same][theirs[same]] - lsteps[same][ours[same]])
     print(f"  step {same}: llama.cpp prefers {theirs[same]} by {gap:.4f}; noise {noise:.4f}")
     assert gap <= noise
+
+
+@pytest.mark.parametrize("wt", ["tq1_0", "tq2_0"])
+def test_sharp_model_llama_cpp_defaults(tmp_path: Path, wt: str) -> None:
+    """Also with llama.cpp's defaults (F16 KV cache) and an F16 embedding:
+    the argmax and the greedy continuation do not move."""
+    m = S.make_model("bitnet", **MODELS["sharp"])
+    p = S.write_gguf(m, tmp_path / f"sharp-{wt}-f16.gguf", wt, "f16")
+    llm = _llama_default(p)
+    LL = _llama_prompt_logits(llm, PROMPT)
+    L = np.asarray(_engine(p).eval(PROMPT, logits="all"), dtype=np.float64)
+    d = float(np.max(np.abs(L - LL)))
+    print(f"\n[llama.cpp defaults] sharp {wt} f16 head: max |logit diff| {d:.3e}")
+    assert np.array_equal(L.argmax(1), LL.argmax(1))
+    theirs, _ = _llama_greedy(llm, PROMPT, N_NEW)
+    ours, _ = _engine_greedy(p, PROMPT, N_NEW)
+    assert ours == theirs

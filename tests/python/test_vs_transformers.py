@@ -57,7 +57,7 @@ FORMATS = ["f32", "f16", "i2_s", "tq1_0", "tq2_0"]
 
 # (label, make_model kwargs): realistic random models, and one "sharp" model
 # whose last FFN holds a token -> successor memory (large top-1 margins).
-MODELS = [
+MODELS: list[tuple[str, dict[str, Any]]] = [
     ("seed1", dict(seed=1)),
     ("seed2", dict(seed=2)),
     ("seed3", dict(seed=3)),
