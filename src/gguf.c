@@ -65,8 +65,8 @@ struct bn_gguf {
 };
 
 static const char *const k_vtype_names[N_VTYPES] = {
-    "UINT8", "INT8",   "UINT16", "INT16", "UINT32", "INT32",  "FLOAT32",
-    "BOOL",  "STRING", "ARRAY",  "UINT64", "INT64", "FLOAT64"};
+    "UINT8", "INT8",   "UINT16", "INT16",  "UINT32", "INT32",  "FLOAT32",
+    "BOOL",  "STRING", "ARRAY",  "UINT64", "INT64",  "FLOAT64"};
 
 size_t bn_gguf_vtype_size(uint32_t t) {
     switch (t) {
@@ -93,13 +93,15 @@ const char *bn_gguf_vtype_name(uint32_t t) { return t < N_VTYPES ? k_vtype_names
 
 static uint64_t hash_bytes(const char *s, size_t n) {
     uint64_t h = 1469598103934665603ull;
-    for (size_t k = 0; k < n; k++) h = (h ^ (unsigned char)s[k]) * 1099511628211ull;
+    for (size_t k = 0; k < n; k++)
+        h = (h ^ (unsigned char)s[k]) * 1099511628211ull;
     return h ^ (h >> 29);
 }
 
 static size_t table_cap_for(int64_t n) {
     size_t cap = 8;
-    while (cap < (size_t)n * 2) cap <<= 1;
+    while (cap < (size_t)n * 2)
+        cap <<= 1;
     return cap;
 }
 
@@ -189,9 +191,10 @@ static bn_status parse_array(cur *c, const char *ctx, int depth, uint32_t *elem_
         if (et == BN_GGUF_BOOL) {
             for (uint64_t j = 0; j < count; j++) {
                 if (c->p[c->pos + j] > 1)
-                    return bn_fail(err, BN_ERR_FORMAT, "%s: element %llu: bool value %u at offset "
-                                   "%llu is not 0 or 1", ctx, (ull)j, c->p[c->pos + j],
-                                   (ull)(c->pos + j));
+                    return bn_fail(err, BN_ERR_FORMAT,
+                                   "%s: element %llu: bool value %u at offset "
+                                   "%llu is not 0 or 1",
+                                   ctx, (ull)j, c->p[c->pos + j], (ull)(c->pos + j));
             }
         }
         c->pos += count * esz;
@@ -202,14 +205,15 @@ static bn_status parse_array(cur *c, const char *ctx, int depth, uint32_t *elem_
             if (c->size - c->pos < 8)
                 return bn_fail(err, BN_ERR_FORMAT,
                                "%s: element %llu: string length at offset %llu past end of file "
-                               "(size %llu)", ctx, (ull)j, (ull)c->pos, (ull)c->size);
+                               "(size %llu)",
+                               ctx, (ull)j, (ull)c->pos, (ull)c->size);
             uint64_t len;
             memcpy(&len, c->p + c->pos, 8);
             if (len > c->size - c->pos - 8)
                 return bn_fail(err, BN_ERR_FORMAT,
                                "%s: element %llu: string length %llu at offset %llu runs past end "
-                               "of file (size %llu)", ctx, (ull)j, (ull)len, (ull)c->pos,
-                               (ull)c->size);
+                               "of file (size %llu)",
+                               ctx, (ull)j, (ull)len, (ull)c->pos, (ull)c->size);
             c->pos += 8 + len;
         }
         return BN_OK;
@@ -256,8 +260,7 @@ static bn_status read_name(cur *c, const char *ctx, const char *what, char **out
     return BN_OK;
 }
 
-static bn_status parse_kvs(bn_gguf *g, cur *c, const char **arch, size_t *arch_len,
-                           bn_error *err) {
+static bn_status parse_kvs(bn_gguf *g, cur *c, const char **arch, size_t *arch_len, bn_error *err) {
     char ctx[160];
     for (int64_t i = 0; i < g->n_kv; i++) {
         gkv *kv = &g->kv[i];
@@ -293,7 +296,8 @@ static bn_status parse_kvs(bn_gguf *g, cur *c, const char **arch, size_t *arch_l
             if (!has(c, kv->len))
                 return bn_fail(err, BN_ERR_FORMAT,
                                "%s: string length %llu at offset %llu runs past end of file "
-                               "(size %llu)", ctx, (ull)kv->len, (ull)len_at, (ull)c->size);
+                               "(size %llu)",
+                               ctx, (ull)kv->len, (ull)len_at, (ull)c->size);
             kv->off = c->pos;
             c->pos += kv->len;
         } else {
@@ -372,7 +376,9 @@ static bn_status parse_tensors(bn_gguf *g, cur *c, const char *arch, size_t arch
             }
         }
         if (rows > INT64_MAX / t->ne[0])
-            return bn_fail(err, BN_ERR_FORMAT, "%s: element count of the shape overflows", ctx);
+            return bn_fail(err, BN_ERR_FORMAT,
+                           "%s: element count of the shape at offset %llu overflows", ctx,
+                           (ull)(at + 4));
 
         if (!has(c, 4)) return past_end(err, ctx, "type", c);
         at = c->pos;
@@ -384,8 +390,8 @@ static bn_status parse_tensors(bn_gguf *g, cur *c, const char *arch, size_t arch
         if (type == BN_TYPE_I2_S && !is_bitnet_arch(arch, arch_len))
             return bn_fail(err, BN_ERR_UNSUPPORTED,
                            "%s: tensor type 36 at offset %llu is I2_S only in bitnet-b1.58 or "
-                           "bitnet-25 files (general.architecture is '%.*s')", ctx, (ull)at,
-                           arch ? (int)(arch_len > 64 ? 64 : arch_len) : 6,
+                           "bitnet-25 files (general.architecture is '%.*s')",
+                           ctx, (ull)at, arch ? (int)(arch_len > 64 ? 64 : arch_len) : 6,
                            arch ? arch : "(none)");
         t->type = (int)type;
         if (t->ne[0] % tr->block_size != 0)
@@ -403,7 +409,8 @@ static bn_status parse_tensors(bn_gguf *g, cur *c, const char *arch, size_t arch
         if (t->offset % g->alignment != 0)
             return bn_fail(err, BN_ERR_FORMAT,
                            "%s: data offset %llu at offset %llu is not a multiple of the "
-                           "alignment %u", ctx, (ull)t->offset, (ull)at, g->alignment);
+                           "alignment %u",
+                           ctx, (ull)t->offset, (ull)at, g->alignment);
     }
     return BN_OK;
 }
@@ -463,12 +470,14 @@ static bn_status parse(bn_gguf *g, bn_error *err) {
     if (n_kv > rem / MIN_KV_BYTES)
         return bn_fail(err, BN_ERR_FORMAT,
                        "%s: KV count %llu at offset 16 is more than the %llu remaining bytes can "
-                       "hold", ctx, (ull)n_kv, (ull)rem);
+                       "hold",
+                       ctx, (ull)n_kv, (ull)rem);
     if (n_tensors > rem / MIN_TENSOR_BYTES ||
         n_tensors * MIN_TENSOR_BYTES > rem - n_kv * MIN_KV_BYTES)
         return bn_fail(err, BN_ERR_FORMAT,
                        "%s: tensor count %llu at offset 8 (with %llu KVs) is more than the %llu "
-                       "remaining bytes can hold", ctx, (ull)n_tensors, (ull)n_kv, (ull)rem);
+                       "remaining bytes can hold",
+                       ctx, (ull)n_tensors, (ull)n_kv, (ull)rem);
     g->n_kv = (int64_t)n_kv;
     g->n_tensors = (int64_t)n_tensors;
     g->kv = calloc((size_t)n_kv + 1, sizeof *g->kv);
@@ -495,8 +504,8 @@ static bn_status parse(bn_gguf *g, bn_error *err) {
         if (g->n_tensors > 0)
             return bn_fail(err, BN_ERR_FORMAT,
                            "GGUF: data section start %llu (header end %llu padded to %u) is past "
-                           "end of file (size %llu)", (ull)g->data_start, (ull)header_end,
-                           g->alignment, (ull)g->size);
+                           "end of file (size %llu)",
+                           (ull)g->data_start, (ull)header_end, g->alignment, (ull)g->size);
         g->data_start = g->size; /* no tensors: the padding may be left out */
     }
     for (int64_t i = 0; i < g->n_tensors; i++) {
@@ -506,8 +515,9 @@ static bn_status parse(bn_gguf *g, bn_error *err) {
             end > g->size)
             return bn_fail(err, BN_ERR_FORMAT,
                            "tensor %lld ('%.100s'): data offset %llu + %llu bytes (from data start "
-                           "%llu) past end of file at offset %llu", (long long)i, t->name,
-                           (ull)t->offset, (ull)t->nbytes, (ull)g->data_start, (ull)g->size);
+                           "%llu) past end of file at offset %llu",
+                           (long long)i, t->name, (ull)t->offset, (ull)t->nbytes,
+                           (ull)g->data_start, (ull)g->size);
     }
     return index_string_arrays(g, err);
 }
@@ -521,7 +531,8 @@ void bn_gguf_close(bn_gguf *g) {
         }
     }
     if (g->tensors) {
-        for (int64_t i = 0; i < g->n_tensors; i++) free(g->tensors[i].name);
+        for (int64_t i = 0; i < g->n_tensors; i++)
+            free(g->tensors[i].name);
     }
     free(g->kv);
     free(g->tensors);
@@ -704,8 +715,8 @@ bn_status bn_gguf_get_i64(const bn_gguf *g, int64_t i, int64_t *out, bn_error *e
         *out = mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)mag;
     } else {
         if (mag > (uint64_t)INT64_MAX)
-            return bn_fail(err, BN_ERR_INVALID_ARG, "GGUF: KV '%.100s' value %llu does not fit int64",
-                           kv->key, (ull)mag);
+            return bn_fail(err, BN_ERR_INVALID_ARG,
+                           "GGUF: KV '%.100s' value %llu does not fit int64", kv->key, (ull)mag);
         *out = (int64_t)mag;
     }
     return bn_ok(err);
@@ -960,8 +971,10 @@ bn_status bn_gguf_writer_set(bn_gguf_writer *w, const char *key, bn_gguf_vtype t
     if (!esz)
         return bn_fail(err, BN_ERR_INVALID_ARG,
                        "GGUF writer: key '%.200s': type %d is not a scalar type (use set_str / "
-                       "set_arr)", key, (int)type);
-    if (!value) return bn_fail(err, BN_ERR_INVALID_ARG, "GGUF writer: key '%.200s': NULL value", key);
+                       "set_arr)",
+                       key, (int)type);
+    if (!value)
+        return bn_fail(err, BN_ERR_INVALID_ARG, "GGUF writer: key '%.200s': NULL value", key);
     if (type == BN_GGUF_BOOL && *(const uint8_t *)value > 1)
         return bn_fail(err, BN_ERR_INVALID_ARG, "GGUF writer: key '%.200s': bool value %u", key,
                        *(const uint8_t *)value);
@@ -986,7 +999,8 @@ bn_status bn_gguf_writer_set_str(bn_gguf_writer *w, const char *key, const char 
                                  bn_error *err) {
     bn_status st = check_key(w, key, err);
     if (st) return st;
-    if (!s && len) return bn_fail(err, BN_ERR_INVALID_ARG, "GGUF writer: key '%.200s': NULL string", key);
+    if (!s && len)
+        return bn_fail(err, BN_ERR_INVALID_ARG, "GGUF writer: key '%.200s': NULL string", key);
     size_t size;
     if (len > SIZE_MAX - 8 || !bn_add_size(8, (size_t)len, &size))
         return bn_fail(err, BN_ERR_INVALID_ARG, "GGUF writer: key '%.200s': string too long", key);
@@ -1005,8 +1019,10 @@ bn_status bn_gguf_writer_set_arr(bn_gguf_writer *w, const char *key, bn_gguf_vty
     if (!esz)
         return bn_fail(err, BN_ERR_INVALID_ARG,
                        "GGUF writer: key '%.200s': element type %d is not numeric (use "
-                       "set_arr_str for strings)", key, (int)elem_type);
-    if (!data && n) return bn_fail(err, BN_ERR_INVALID_ARG, "GGUF writer: key '%.200s': NULL data", key);
+                       "set_arr_str for strings)",
+                       key, (int)elem_type);
+    if (!data && n)
+        return bn_fail(err, BN_ERR_INVALID_ARG, "GGUF writer: key '%.200s': NULL data", key);
     if (n > SIZE_MAX || !bn_mul_size((size_t)n, esz, &bytes) || !bn_add_size(bytes, 12, &size))
         return bn_fail(err, BN_ERR_INVALID_ARG, "GGUF writer: key '%.200s': array too large", key);
     if (elem_type == BN_GGUF_BOOL) {
@@ -1030,14 +1046,16 @@ bn_status bn_gguf_writer_set_arr_str(bn_gguf_writer *w, const char *key, const c
                                      const uint64_t *lens, uint64_t n, bn_error *err) {
     bn_status st = check_key(w, key, err);
     if (st) return st;
-    if (!strs && n) return bn_fail(err, BN_ERR_INVALID_ARG, "GGUF writer: key '%.200s': NULL strings", key);
+    if (!strs && n)
+        return bn_fail(err, BN_ERR_INVALID_ARG, "GGUF writer: key '%.200s': NULL strings", key);
     size_t size = 12;
     for (uint64_t j = 0; j < n; j++) {
         if (!strs[j])
-            return bn_fail(err, BN_ERR_INVALID_ARG, "GGUF writer: key '%.200s': string %llu is NULL",
-                           key, (ull)j);
+            return bn_fail(err, BN_ERR_INVALID_ARG,
+                           "GGUF writer: key '%.200s': string %llu is NULL", key, (ull)j);
         uint64_t len = lens ? lens[j] : strlen(strs[j]);
-        if (len > SIZE_MAX || !bn_add_size(size, 8, &size) || !bn_add_size(size, (size_t)len, &size))
+        if (len > SIZE_MAX || !bn_add_size(size, 8, &size) ||
+            !bn_add_size(size, (size_t)len, &size))
             return bn_fail(err, BN_ERR_INVALID_ARG, "GGUF writer: key '%.200s': array too large",
                            key);
     }
@@ -1083,8 +1101,8 @@ bn_status bn_gguf_writer_add_tensor(bn_gguf_writer *w, const char *name, int typ
                        name, type);
     if (n_dims < 1 || n_dims > BN_GGUF_MAX_DIMS || !ne)
         return bn_fail(err, BN_ERR_INVALID_ARG,
-                       "GGUF writer: tensor '%.200s': n_dims %d (must be 1..%d with a shape)",
-                       name, n_dims, BN_GGUF_MAX_DIMS);
+                       "GGUF writer: tensor '%.200s': n_dims %d (must be 1..%d with a shape)", name,
+                       n_dims, BN_GGUF_MAX_DIMS);
     int64_t rows = 1;
     for (int d = 0; d < n_dims; d++) {
         if (ne[d] <= 0)
@@ -1093,19 +1111,22 @@ bn_status bn_gguf_writer_add_tensor(bn_gguf_writer *w, const char *name, int typ
                            (long long)ne[d]);
         if (d > 0) {
             if (rows > INT64_MAX / ne[d])
-                return bn_fail(err, BN_ERR_INVALID_ARG, "GGUF writer: tensor '%.200s': shape overflows",
-                               name);
+                return bn_fail(err, BN_ERR_INVALID_ARG,
+                               "GGUF writer: tensor '%.200s': shape overflows", name);
             rows *= ne[d];
         }
     }
     bn_error e2;
     size_t want = bn_type_nbytes(type, ne[0], rows, &e2);
-    if (!want) return bn_fail(err, BN_ERR_INVALID_ARG, "GGUF writer: tensor '%.200s': %s", name, e2.msg);
+    if (!want)
+        return bn_fail(err, BN_ERR_INVALID_ARG, "GGUF writer: tensor '%.200s': %s", name, e2.msg);
     if (nbytes != want)
         return bn_fail(err, BN_ERR_INVALID_ARG,
                        "GGUF writer: tensor '%.200s': %zu bytes given, a %s tensor of this shape "
-                       "takes %zu", name, nbytes, tr->name, want);
-    if (!data) return bn_fail(err, BN_ERR_INVALID_ARG, "GGUF writer: tensor '%.200s': NULL data", name);
+                       "takes %zu",
+                       name, nbytes, tr->name, want);
+    if (!data)
+        return bn_fail(err, BN_ERR_INVALID_ARG, "GGUF writer: tensor '%.200s': NULL data", name);
     if (w->n_t == w->cap_t) {
         size_t cap = w->cap_t ? w->cap_t * 2 : 16;
         wtensor *t = realloc(w->t, cap * sizeof *t);
@@ -1119,8 +1140,8 @@ bn_status bn_gguf_writer_add_tensor(bn_gguf_writer *w, const char *name, int typ
     if (!nm || !copy) {
         free(nm);
         free(copy);
-        return bn_fail(err, BN_ERR_NOMEM, "GGUF writer: tensor '%.200s': out of memory for %zu bytes",
-                       name, nbytes);
+        return bn_fail(err, BN_ERR_NOMEM,
+                       "GGUF writer: tensor '%.200s': out of memory for %zu bytes", name, nbytes);
     }
     memcpy(nm, name, nlen + 1);
     memcpy(copy, data, nbytes);
@@ -1130,7 +1151,8 @@ bn_status bn_gguf_writer_add_tensor(bn_gguf_writer *w, const char *name, int typ
     t->name_len = nlen;
     t->type = type;
     t->n_dims = n_dims;
-    for (int d = 0; d < BN_GGUF_MAX_DIMS; d++) t->ne[d] = d < n_dims ? ne[d] : 1;
+    for (int d = 0; d < BN_GGUF_MAX_DIMS; d++)
+        t->ne[d] = d < n_dims ? ne[d] : 1;
     t->data = copy;
     t->nbytes = nbytes;
     return bn_ok(err);
@@ -1197,7 +1219,8 @@ static bn_status plan(const bn_gguf_writer *w, layout *L, bn_error *err) {
         if (!is_bitnet_arch(s, len))
             return bn_fail(err, BN_ERR_UNSUPPORTED,
                            "GGUF writer: tensor '%.200s' is I2_S, which needs "
-                           "general.architecture 'bitnet-b1.58' or 'bitnet-25'", w->t[i].name);
+                           "general.architecture 'bitnet-b1.58' or 'bitnet-25'",
+                           w->t[i].name);
     }
     size_t s = HEADER_BYTES;
     int ok = 1;
@@ -1241,7 +1264,8 @@ static void emit_all(const bn_gguf_writer *w, const layout *L, emit *e) {
         put_u64(e, t->name_len);
         put(e, t->name, t->name_len);
         put_u32(e, (uint32_t)t->n_dims);
-        for (int d = 0; d < t->n_dims; d++) put_u64(e, (uint64_t)t->ne[d]);
+        for (int d = 0; d < t->n_dims; d++)
+            put_u64(e, (uint64_t)t->ne[d]);
         put_u32(e, (uint32_t)t->type);
         put_u64(e, L->offsets[i]);
     }

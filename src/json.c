@@ -6,6 +6,7 @@
  * all and never moves. Recursion is bounded by BN_JSON_MAX_DEPTH. */
 #include "json.h"
 
+#include <locale.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,10 +79,14 @@ static int hex4(const unsigned char *s, uint32_t *out) {
     for (int k = 0; k < 4; k++) {
         unsigned char c = s[k];
         uint32_t d;
-        if (c >= '0' && c <= '9') d = (uint32_t)(c - '0');
-        else if (c >= 'a' && c <= 'f') d = (uint32_t)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') d = (uint32_t)(c - 'A' + 10);
-        else return 0;
+        if (c >= '0' && c <= '9')
+            d = (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            d = (uint32_t)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            d = (uint32_t)(c - 'A' + 10);
+        else
+            return 0;
         v = v << 4 | d;
     }
     *out = v;
@@ -117,7 +122,8 @@ static size_t utf8_len(const unsigned char *s, size_t avail) {
     unsigned char c = s[0];
     size_t n;
     uint32_t lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
-    if (c >= 0xc2 && c <= 0xdf) n = 2;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
     else if (c >= 0xe0 && c <= 0xef) {
         n = 3;
         if (c == 0xe0) lo = 0xa0;
@@ -181,9 +187,8 @@ static bn_status parse_string(parser *ps, const char **out, size_t *out_len) {
             ps->pos += 4;
             if (cp >= 0xdc00 && cp <= 0xdfff) return fail_at(ps, esc, "lone low surrogate");
             if (cp >= 0xd800 && cp <= 0xdbff) {
-                if (ps->len - ps->pos < 6 || ps->p[ps->pos] != '\\' ||
-                    ps->p[ps->pos + 1] != 'u' || !hex4(ps->p + ps->pos + 2, &lo) ||
-                    lo < 0xdc00 || lo > 0xdfff)
+                if (ps->len - ps->pos < 6 || ps->p[ps->pos] != '\\' || ps->p[ps->pos + 1] != 'u' ||
+                    !hex4(ps->p + ps->pos + 2, &lo) || lo < 0xdc00 || lo > 0xdfff)
                     return fail_at(ps, esc, "unpaired high surrogate");
                 ps->pos += 6;
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
@@ -217,21 +222,24 @@ static bn_status parse_number(parser *ps, bn_json_val *v) {
     if (p[i] == '0') {
         i++;
     } else {
-        while (i < len && is_digit(p[i])) i++;
+        while (i < len && is_digit(p[i]))
+            i++;
     }
     size_t int_end = i;
     if (i < len && p[i] == '.') {
         integral = 0;
         i++;
         if (i >= len || !is_digit(p[i])) return fail_at(ps, start, "invalid number");
-        while (i < len && is_digit(p[i])) i++;
+        while (i < len && is_digit(p[i]))
+            i++;
     }
     if (i < len && (p[i] == 'e' || p[i] == 'E')) {
         integral = 0;
         i++;
         if (i < len && (p[i] == '+' || p[i] == '-')) i++;
         if (i >= len || !is_digit(p[i])) return fail_at(ps, start, "invalid number");
-        while (i < len && is_digit(p[i])) i++;
+        while (i < len && is_digit(p[i]))
+            i++;
     }
     ps->pos = i;
 
@@ -240,8 +248,10 @@ static bn_status parse_number(parser *ps, bn_json_val *v) {
         int fits = 1;
         for (size_t k = int_start; k < int_end && fits; k++) {
             uint64_t d = (uint64_t)(p[k] - '0');
-            if (mag > (UINT64_MAX - d) / 10) fits = 0;
-            else mag = mag * 10 + d;
+            if (mag > (UINT64_MAX - d) / 10)
+                fits = 0;
+            else
+                mag = mag * 10 + d;
         }
         if (fits && neg && mag <= (uint64_t)INT64_MAX + 1) {
             v->i = mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)mag;
@@ -251,19 +261,37 @@ static bn_status parse_number(parser *ps, bn_json_val *v) {
             v->flags |= F_INT;
         }
     }
-    /* strtod needs a NUL-terminated copy: the source may end right here. */
-    char small[64], *buf = small;
-    size_t n = i - start;
-    if (n >= sizeof small) {
-        buf = malloc(n + 1);
+    if (v->flags & F_INT) {
+        v->d = (double)v->i;
+        return BN_OK;
+    }
+    /* strtod needs a NUL-terminated copy (the source may end right here),
+     * and it reads the decimal point of the current locale, so '.' becomes
+     * that. */
+    const char *dp = localeconv()->decimal_point;
+    size_t dp_len = dp && dp[0] ? strlen(dp) : 1;
+    if (!dp || !dp[0]) dp = ".";
+    char small[96], *buf = small;
+    size_t n = i - start, need;
+    if (!bn_add_size(n, dp_len + 1, &need))
+        return bn_fail(ps->err, BN_ERR_NOMEM, "JSON: out of memory");
+    if (need > sizeof small) {
+        buf = malloc(need);
         if (!buf) return bn_fail(ps->err, BN_ERR_NOMEM, "JSON: out of memory");
     }
-    memcpy(buf, p + start, n);
-    buf[n] = '\0';
+    size_t o = 0;
+    for (size_t k = start; k < i; k++) {
+        if (p[k] == '.') {
+            memcpy(buf + o, dp, dp_len);
+            o += dp_len;
+        } else {
+            buf[o++] = (char)p[k];
+        }
+    }
+    buf[o] = '\0';
     v->d = strtod(buf, NULL);
     if (buf != small) free(buf);
     if (isinf(v->d)) return fail_at(ps, start, "number out of range");
-    if (v->flags & F_INT) v->d = (double)v->i;
     return BN_OK;
 }
 
@@ -304,7 +332,8 @@ static bn_status parse_container(parser *ps, size_t idx, int depth, int is_obj) 
         if (st) return st;
         count++;
         skip_ws(ps);
-        if (ps->pos >= ps->len) return fail_at(ps, open, is_obj ? "unclosed object" : "unclosed array");
+        if (ps->pos >= ps->len)
+            return fail_at(ps, open, is_obj ? "unclosed object" : "unclosed array");
         unsigned char c = ps->p[ps->pos];
         if (c == ',') {
             ps->pos++;
@@ -378,7 +407,8 @@ static bn_status parse_value(parser *ps, int depth, const char *key, size_t key_
 
 static uint64_t hash_key(const char *s, size_t n) {
     uint64_t h = 1469598103934665603ull;
-    for (size_t k = 0; k < n; k++) h = (h ^ (unsigned char)s[k]) * 1099511628211ull;
+    for (size_t k = 0; k < n; k++)
+        h = (h ^ (unsigned char)s[k]) * 1099511628211ull;
     return h;
 }
 
@@ -403,7 +433,8 @@ static bn_status check_duplicates(parser *ps) {
             continue;
         }
         size_t cap = 16;
-        while (cap < obj->n * 2) cap *= 2;
+        while (cap < obj->n * 2)
+            cap *= 2;
         if (cap > table_cap) {
             size_t bytes;
             size_t *t = NULL;
@@ -482,7 +513,9 @@ const bn_json_val *bn_json_root(const bn_json *j) { return j && j->n_vals ? &j->
 
 size_t bn_json_count(const bn_json *j) { return j ? j->n_vals : 0; }
 
-bn_json_type bn_json_type_of(const bn_json_val *v) { return v ? (bn_json_type)v->type : BN_JSON_NULL; }
+bn_json_type bn_json_type_of(const bn_json_val *v) {
+    return v ? (bn_json_type)v->type : BN_JSON_NULL;
+}
 
 size_t bn_json_offset(const bn_json_val *v) { return v ? v->off : 0; }
 
@@ -503,7 +536,8 @@ const bn_json_val *bn_json_next(const bn_json_val *v) {
 const bn_json_val *bn_json_at(const bn_json_val *v, size_t i) {
     if (!is_container(v) || i >= v->n) return NULL;
     const bn_json_val *c = v + 1;
-    while (i--) c += c->span;
+    while (i--)
+        c += c->span;
     return c;
 }
 

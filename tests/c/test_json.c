@@ -1,5 +1,6 @@
 /* JSON parser: valid and invalid documents, escapes, numbers, nesting
  * limits, and the real manifests in the test data. */
+#include <locale.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -219,7 +220,8 @@ static void test_containers(void) {
     char big[4096];
     size_t o = 0;
     o += (size_t)snprintf(big + o, sizeof big - o, "{");
-    for (int i = 0; i < 100; i++) o += (size_t)snprintf(big + o, sizeof big - o, "\"k%d\":%d,", i, i);
+    for (int i = 0; i < 100; i++)
+        o += (size_t)snprintf(big + o, sizeof big - o, "\"k%d\":%d,", i, i);
     memcpy(big + o, "\"k57\":0}", 9);
     expect_bad_s(big, "duplicate key");
     big[o + 2] = 'x'; /* "kx7" is new */
@@ -237,8 +239,10 @@ static void test_depth(void) {
     char buf[2 * (BN_JSON_MAX_DEPTH + 2) + 1];
     for (int d = BN_JSON_MAX_DEPTH; d <= BN_JSON_MAX_DEPTH + 1; d++) {
         size_t n = 0;
-        for (int i = 0; i < d; i++) buf[n++] = '[';
-        for (int i = 0; i < d; i++) buf[n++] = ']';
+        for (int i = 0; i < d; i++)
+            buf[n++] = '[';
+        for (int i = 0; i < d; i++)
+            buf[n++] = ']';
         bn_json *j = NULL;
         bn_error err = {0};
         bn_status st = bn_json_parse(buf, n, &j, &err);
@@ -252,7 +256,8 @@ static void test_depth(void) {
     /* objects count too */
     char obj[8 * (BN_JSON_MAX_DEPTH + 1) + 1];
     size_t n = 0;
-    for (int i = 0; i <= BN_JSON_MAX_DEPTH; i++) n += (size_t)snprintf(obj + n, sizeof obj - n, "{\"a\":");
+    for (int i = 0; i <= BN_JSON_MAX_DEPTH; i++)
+        n += (size_t)snprintf(obj + n, sizeof obj - n, "{\"a\":");
     expect_bad(obj, n, "too deep");
     /* a very deep document fails quickly without recursion trouble */
     size_t big = 1000000;
@@ -279,8 +284,10 @@ static void test_prefixes(void) {
         bn_json *j = NULL;
         bn_error err = {0};
         bn_status st = bn_json_parse(copy, l, &j, &err);
-        if (st == BN_OK) ok++;
-        else CHECK(st == BN_ERR_FORMAT && j == NULL);
+        if (st == BN_OK)
+            ok++;
+        else
+            CHECK(st == BN_ERR_FORMAT && j == NULL);
         bn_json_free(j);
         free(copy);
     }
@@ -306,8 +313,7 @@ static void test_manifest(void) {
     const bn_json_val *kv = bn_json_get(f0, "kv");
     CHECK(bn_json_len(kv) == 18);
     const bn_json_val *toks = bn_json_get(bn_json_at(kv, 12), "value");
-    CHECK(strcmp(bn_json_str(bn_json_at(bn_json_get(toks, "last"), 0), NULL),
-                 "\xe5\xbc\x98") == 0);
+    CHECK(strcmp(bn_json_str(bn_json_at(bn_json_get(toks, "last"), 0), NULL), "\xe5\xbc\x98") == 0);
     CHECK(bn_json_num(bn_json_get(bn_json_at(kv, 9), "value")) == 9.999999747378752e-06);
     bn_json_free(j);
 
@@ -351,6 +357,20 @@ static void test_speed(void) {
     free(buf);
 }
 
+/* Numbers do not depend on the C locale's decimal point. */
+static void test_locale(void) {
+    const char *names[] = {"de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "ru_RU.UTF-8"};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        if (!setlocale(LC_NUMERIC, names[k])) continue;
+        check_num("1.5", 1.5, 0, 0);
+        check_num("-2.25e2", -225.0, 1, -225);
+        setlocale(LC_NUMERIC, "C");
+        printf("locale %s: ok\n", names[k]);
+        return;
+    }
+    printf("no comma-decimal locale installed; locale check skipped\n");
+}
+
 int main(void) {
     test_scalars();
     test_numbers();
@@ -360,5 +380,6 @@ int main(void) {
     test_prefixes();
     test_manifest();
     test_speed();
+    test_locale();
     return bn_test_finish("test_json");
 }
