@@ -6,7 +6,9 @@ from the same master weights as safetensors, loaded with AutoBitLinear in
 "online" quantization mode: WeightQuant (absmean ternary, per tensor) and
 ActQuant (per-token absmax int8, x * (127 / max|x|), torch.round half to even,
 clamp [-128, 127], then dequantized: it is fake quantization in float32,
-followed by float32 F.linear). RMSNorm, RoPE (rotate-half = NEOX), softmax
+followed by float32 F.linear on the dequantized values, where the engine sums
+ternary x int8 exactly in integers and then scales: the same numbers up to
+float rounding of the scaling, ~1e-7 relative). RMSNorm, RoPE (rotate-half = NEOX), softmax
 and the head are float32 in both. torch.compile (which decorates WeightQuant
 and ActQuant) is switched off: the functions run eagerly, the same
 operations without a ~40 s inductor build; on these models the compiled and
@@ -87,7 +89,10 @@ def _load_hf(d: Path) -> Any:
     try:
         import accelerate  # noqa: F401
 
-        model = BitNetForCausalLM.from_pretrained(str(d), dtype=torch.float32)
+        try:
+            model = BitNetForCausalLM.from_pretrained(str(d), dtype=torch.float32)
+        except TypeError:  # transformers < 4.56 names it torch_dtype
+            model = BitNetForCausalLM.from_pretrained(str(d), torch_dtype=torch.float32)
     except ImportError:
         from safetensors.torch import load_file
         from transformers.integrations.bitnet import replace_with_bitnet_linear
