@@ -1184,6 +1184,8 @@ fail:
 
 bn_status bn_bpe_from_gguf(const bn_gguf *g, bn_tokenizer **out, bn_error *err) {
     *out = NULL;
+    /* Without tokenizer.ggml.pre: GPT-2's split, the byte-level default.
+     * llama.cpp's own "default" split is a different one: refused. */
     int pre = BN_PRE_GPT2;
     const char *p;
     uint64_t pl;
@@ -1191,9 +1193,7 @@ bn_status bn_bpe_from_gguf(const bn_gguf *g, bn_tokenizer **out, bn_error *err) 
     if (st == BN_OK) {
         if ((pl == 9 && memcmp(p, "llama-bpe", 9) == 0) || (pl == 6 && memcmp(p, "llama3", 6) == 0))
             pre = BN_PRE_LLAMA3;
-        else if ((pl == 5 && memcmp(p, "gpt-2", 5) == 0) ||
-                 (pl == 4 && memcmp(p, "gpt2", 4) == 0) ||
-                 (pl == 7 && memcmp(p, "default", 7) == 0))
+        else if ((pl == 5 && memcmp(p, "gpt-2", 5) == 0) || (pl == 4 && memcmp(p, "gpt2", 4) == 0))
             pre = BN_PRE_GPT2;
         else
             return bn_fail(err, BN_ERR_UNSUPPORTED,
