@@ -263,3 +263,21 @@ def test_gpt2_gguf_matches_tiktoken(gpt2, text):
     want = ref.encode(text, allowed_special=set(), disallowed_special=())
     assert ours.encode(text, disallowed_special=()) == want
     assert ours.decode_bytes(want) == ref.decode_bytes(want)
+
+
+def test_long_inputs_match(llama3, llama_spm):
+    """Long texts and long runs (the heap merge, word splitting, whitespace
+    runs) against both references."""
+    import random
+
+    rng = random.Random(1)
+    pool = [" ", "\n", "\r\n", "\t", "  ", "a", "B", "1", "123", "!", "\u00e9", "\u4e2d",
+            "\U0001f999", "'s", "\u3000", "\u00a0", "x" * 50, " " * 70, "9" * 40, "." * 60,
+            "\n" * 30, "<|eot_id|>"]
+    texts = ["".join(rng.choice(pool) for _ in range(rng.randint(1, 2000))) for _ in range(100)]
+    texts += [" " * 100000, "a" * 100000, "\n" * 50000 + "x", " \n" * 30000, "1" * 99999,
+              "\U0001f999" * 20000, "\u00e9" * 50000, "ab" * 50000]
+    (ref, ours), (sp_ref, sp_ours) = llama3, llama_spm
+    for s in texts:
+        assert ours.encode(s, disallowed_special=()) == ref.encode_ordinary(s), s[:20]
+        assert sp_ours.encode(s, disallowed_special=()) == sp_ref.encode(s), s[:20]
