@@ -133,7 +133,16 @@ int32_t bn_strmap_get(const bn_strmap *m, const bn_tokenizer *t, const char *s, 
         if ((e & 0xffffffff00000000ull) != tag) continue;
         int32_t id = (int32_t)(uint32_t)(e & 0xffffffffu) - 1;
         uint64_t a = t->text_off[id], b = t->text_off[id + 1];
-        if (b - a == n && memcmp(t->text + a, s, n) == 0) return id;
+        if (b - a != n) continue;
+        const char *x = t->text + a;
+        if (n <= 16) { /* short keys: a call to memcmp costs more */
+            size_t i = 0;
+            while (i < n && x[i] == s[i])
+                i++;
+            if (i == n) return id;
+        } else if (memcmp(x, s, n) == 0) {
+            return id;
+        }
     }
 }
 
@@ -181,6 +190,7 @@ void bn_tokenizer_free(bn_tokenizer *t) {
     free(t->pairs.keys);
     free(t->pairs.rank);
     free(t->pairs.merged);
+    free(t->pair2);
     free(t->user);
     free(t->chat_template);
     free(t);

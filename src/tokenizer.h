@@ -67,6 +67,9 @@ struct bn_tokenizer {
     int use_merges;    /* 1: merges from a list (HF / GGUF); 0: tiktoken ranks */
     int ignore_merges; /* whole piece in the vocabulary wins (Llama-3) */
     bn_pairmap pairs;
+    /* (rank, merged id) of every pair of single bytes: [b0 << 8 | b1][2];
+     * most pair lookups are of two bytes. */
+    int32_t *pair2;
     int32_t byte_id[256]; /* BPE: single-byte token; SPM: <0xNN> (-1: none) */
 
     /* SPM */

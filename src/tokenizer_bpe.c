@@ -237,8 +237,12 @@ static bn_status merge_small(const bn_tokenizer *t, const char *s, size_t n, bn_
         id[i] = t->byte_id[(unsigned char)s[i]];
     }
     start[n] = n;
-    for (size_t i = 0; i + 1 < m; i++)
-        rank[i] = pair_rank(t, s, i, i + 2, id[i], id[i + 1], &mid[i]);
+    for (size_t i = 0; i + 1 < m; i++) {
+        const int32_t *p2 =
+            t->pair2 + 2 * ((unsigned)(unsigned char)s[i] << 8 | (unsigned char)s[i + 1]);
+        rank[i] = p2[0];
+        mid[i] = p2[1];
+    }
     rank[m - 1] = NO_RANK;
     for (;;) {
         int32_t best = NO_RANK;
@@ -334,8 +338,9 @@ static bn_status merge_heap(const bn_tokenizer *t, const char *s, size_t n, bn_i
     /* symbols end where the next begins; next == n marks the last one */
 #define SYM_END(j) ((size_t)next[j])
     for (size_t i = 0; i + 1 < n; i++) {
-        heap_ent e = {0, (uint32_t)i, (uint32_t)(i + 1), (uint32_t)(i + 2), -1};
-        e.rank = pair_rank(t, s, i, i + 2, id[i], id[i + 1], &e.merged);
+        const int32_t *p2 =
+            t->pair2 + 2 * ((unsigned)(unsigned char)s[i] << 8 | (unsigned char)s[i + 1]);
+        heap_ent e = {p2[0], (uint32_t)i, (uint32_t)(i + 1), (uint32_t)(i + 2), p2[1]};
         if (e.rank != NO_RANK) heap_push(h, &hn, e);
     }
     while (hn) {
@@ -493,6 +498,22 @@ static bn_status set_byte_ids(bn_tokenizer *t, const char *what, bn_error *err) 
         t->byte_id[b] = bn_strmap_get(&t->map, t, &c, 1);
         if (t->byte_id[b] < 0)
             return bn_fail(err, BN_ERR_FORMAT, "%s: byte 0x%02x has no token", what, b);
+    }
+    return BN_OK;
+}
+
+/* The two-byte pair table; after byte ids and merges are known. */
+static bn_status build_pair2(bn_tokenizer *t, bn_error *err) {
+    t->pair2 = malloc(65536 * 2 * sizeof(int32_t));
+    if (!t->pair2) return bn_fail(err, BN_ERR_NOMEM, "out of memory");
+    for (unsigned a = 0; a < 256; a++) {
+        for (unsigned b = 0; b < 256; b++) {
+            char s[2] = {(char)a, (char)b};
+            int32_t merged = -1;
+            int32_t r = pair_rank(t, s, 0, 2, t->byte_id[a], t->byte_id[b], &merged);
+            t->pair2[2 * (a << 8 | b)] = r;
+            t->pair2[2 * (a << 8 | b) + 1] = merged;
+        }
     }
     return BN_OK;
 }
@@ -667,6 +688,7 @@ bn_status bn_tokenizer_load_tiktoken(const char *path, bn_tokenizer **out, bn_er
         }
     }
     st = set_byte_ids(t, path, err);
+    if (!st) st = build_pair2(t, err);
     if (st) goto fail;
     free(data);
     free(rank_of);
@@ -1046,6 +1068,8 @@ bn_status bn_tokenizer_load_hf_json(const char *path, bn_tokenizer **out, bn_err
         st = add_merge(t, inv, a, na, b, nb, rank, &tmp, err);
         if (st) goto done;
     }
+    st = build_pair2(t, err);
+    if (st) goto done;
     guess_specials(t);
     if (t->eot >= 0 && bn_tokenizer_special_id(t, "<|eot_id|>") == t->eot) t->pad = n_vocab - 1;
     *out = t;
@@ -1246,6 +1270,9 @@ bn_status bn_bpe_from_gguf(const bn_gguf *g, bn_tokenizer **out, bn_error *err) 
         if (st) goto fail;
     }
     free(tmp.p);
+    tmp.p = NULL;
+    st = build_pair2(t, err);
+    if (st) goto fail;
     guess_specials(t);
     *out = t;
     return bn_ok(err);
