@@ -950,12 +950,19 @@ static void mutated_gguf(const char *path) {
     unsigned char *c = malloc(n);
     uint64_t rng = 11;
     int ok = 1, loaded = 0;
+    /* aim at the vocabulary: from the tokens key on */
+    size_t from = 0;
+    for (size_t i = 0; i + 21 < n; i++) {
+        if (memcmp(real + i, "tokenizer.ggml.tokens", 21) == 0) {
+            from = i;
+            break;
+        }
+    }
     for (int i = 0; i < 300; i++) {
         memcpy(c, real, n);
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < 2; k++) {
             rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-            /* mostly the KV area at the start, sometimes anywhere */
-            size_t at = (rng >> 40) % (k == 0 ? n : (n < 8192 ? n : 8192));
+            size_t at = from + (size_t)((rng >> 30) % (n - from));
             c[at] ^= (unsigned char)(1u << ((rng >> 20) & 7));
         }
         bn_gguf *g;
