@@ -99,6 +99,20 @@ uint64_t bn_hash_bytes(const void *p, size_t n) {
     return mix64(h ^ v);
 }
 
+/* First 8 bytes of s[0..n), zero-padded, little-endian. */
+static inline uint64_t key_head(const char *s, size_t n) {
+    const unsigned char *u = (const unsigned char *)s;
+    if (n >= 8) return rd64(u);
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v |= (uint64_t)u[i] << (8 * i);
+    return v;
+}
+
+static inline uint32_t key_tag(uint64_t h, size_t n) {
+    return (uint32_t)(h >> 40) << 8 | (uint32_t)(n < 255 ? n : 255);
+}
+
 bn_status bn_strmap_build(bn_strmap *m, const bn_tokenizer *t, const uint8_t *include,
                           bn_error *err) {
     size_t n = 0;
@@ -107,7 +121,7 @@ bn_status bn_strmap_build(bn_strmap *m, const bn_tokenizer *t, const uint8_t *in
     uint64_t cap = 16;
     while (cap < (uint64_t)n * 2)
         cap *= 2;
-    m->slots = calloc((size_t)cap, sizeof(uint64_t));
+    m->slots = calloc((size_t)cap, sizeof(bn_strslot));
     if (!m->slots) return bn_fail(err, BN_ERR_NOMEM, "tokenizer: out of memory (hash map)");
     m->mask = cap - 1;
     for (int32_t i = 0; i < t->n_vocab; i++) {
@@ -117,30 +131,32 @@ bn_status bn_strmap_build(bn_strmap *m, const bn_tokenizer *t, const uint8_t *in
         if (bn_strmap_get(m, t, s, len) >= 0) continue; /* first id wins */
         uint64_t h = bn_hash_bytes(s, len);
         uint64_t j = h & m->mask;
-        while (m->slots[j])
+        while (m->slots[j].id1)
             j = (j + 1) & m->mask;
-        m->slots[j] = (h & 0xffffffff00000000ull) | (uint64_t)(uint32_t)(i + 1);
+        m->slots[j] = (bn_strslot){key_head(s, len), key_tag(h, len), (uint32_t)i + 1};
     }
     return BN_OK;
 }
 
 int32_t bn_strmap_get(const bn_strmap *m, const bn_tokenizer *t, const char *s, size_t n) {
     uint64_t h = bn_hash_bytes(s, n);
-    uint64_t tag = h & 0xffffffff00000000ull;
+    uint32_t tag = key_tag(h, n);
+    uint64_t head = key_head(s, n);
     for (uint64_t j = h & m->mask;; j = (j + 1) & m->mask) {
-        uint64_t e = m->slots[j];
-        if (!e) return -1;
-        if ((e & 0xffffffff00000000ull) != tag) continue;
-        int32_t id = (int32_t)(uint32_t)(e & 0xffffffffu) - 1;
+        const bn_strslot *e = &m->slots[j];
+        if (!e->id1) return -1;
+        if (e->tag != tag || e->head != head) continue;
+        int32_t id = (int32_t)(e->id1 - 1);
+        if (n <= 8) return id; /* the tag holds the length, head the bytes */
         uint64_t a = t->text_off[id], b = t->text_off[id + 1];
         if (b - a != n) continue;
         const char *x = t->text + a;
-        if (n <= 16) { /* short keys: a call to memcmp costs more */
-            size_t i = 0;
+        if (n <= 24) { /* short keys: a call to memcmp costs more */
+            size_t i = 8;
             while (i < n && x[i] == s[i])
                 i++;
             if (i == n) return id;
-        } else if (memcmp(x, s, n) == 0) {
+        } else if (memcmp(x + 8, s + 8, n - 8) == 0) {
             return id;
         }
     }

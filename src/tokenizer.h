@@ -25,8 +25,15 @@ enum { BN_PRE_LLAMA3 = 1, BN_PRE_GPT2 = 2 };
 
 /* Open-addressing hash map from byte strings (token texts stored in the
  * tokenizer) to ids. */
+typedef struct bn_strslot {
+    uint64_t head; /* the key's first 8 bytes, zero-padded: short keys need no
+                      look at the token text */
+    uint32_t tag;  /* hash bits << 8 | min(length, 255) */
+    uint32_t id1;  /* id + 1; 0 = empty */
+} bn_strslot;
+
 typedef struct bn_strmap {
-    uint64_t *slots; /* (hash high 32 bits << 32) | (id + 1); 0 = empty */
+    bn_strslot *slots;
     uint64_t mask;
 } bn_strmap;
 
