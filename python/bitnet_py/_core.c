@@ -96,12 +96,24 @@ static PyObject *raise_status(bn_status st, const char *msg, PyObject *filename)
     if (st == BN_OK) st = BN_ERR_INTERNAL; /* a caller bug: never raise "ok" */
     if (!msg || !msg[0]) msg = bn_status_str(st);
     PyObject *type = status_exc_type(st, msg);
+    int is_os = type == bnpy_ModelNotFoundError || type == bnpy_BitNetIOError;
+    if (is_os && filename) {
+        /* OSError's str() appends the filename: drop "PATH: " from the
+         * library's message so the path is not shown twice. */
+        Py_ssize_t flen;
+        const char *f = PyUnicode_AsUTF8AndSize(filename, &flen);
+        if (!f) return NULL;
+        if (flen > 0 && strncmp(msg, f, (size_t)flen) == 0 && msg[flen] == ':' &&
+            msg[flen + 1] == ' ')
+            msg += flen + 2;
+    }
     PyObject *text = PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "replace");
     if (!text) return NULL;
     PyObject *inst;
     if (type == bnpy_ModelNotFoundError) {
-        inst = filename ? PyObject_CallFunction(type, "iOO", ENOENT, text, filename)
-                        : PyObject_CallFunction(type, "iO", ENOENT, text);
+        /* errno and message; the filename is set as an attribute below (the
+         * message already names the file, so str() does not repeat it). */
+        inst = PyObject_CallFunction(type, "iO", ENOENT, text);
     } else {
         inst = PyObject_CallFunctionObjArgs(type, text, NULL);
     }
@@ -115,7 +127,7 @@ static PyObject *raise_status(bn_status st, const char *msg, PyObject *filename)
               PyObject_SetAttrString(inst, "hint", hint_obj) < 0 ||
               PyObject_SetAttrString(inst, "status", status) < 0 ||
               PyObject_SetAttrString(inst, "status_name", status_name) < 0;
-    if (!bad && filename && type == bnpy_BitNetIOError)
+    if (!bad && filename && is_os)
         bad = PyObject_SetAttrString(inst, "filename", filename) < 0;
     Py_XDECREF(hint_obj);
     Py_XDECREF(status);

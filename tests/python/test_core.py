@@ -445,6 +445,17 @@ def test_missing_file_is_model_not_found(tmp_dir: Path) -> None:
         _core.Model(str(missing))
 
 
+def test_exceptions_pickle(tmp_dir: Path) -> None:
+    import pickle
+
+    with pytest.raises(bitnet_py.ModelNotFoundError) as ei:
+        _core.Model(str(tmp_dir / "nope.gguf"))
+    e = pickle.loads(pickle.dumps(ei.value))
+    assert type(e) is bitnet_py.ModelNotFoundError
+    assert e.errno == errno.ENOENT and e.hint == ei.value.hint and e.status == ei.value.status
+    assert str(ei.value).count("nope.gguf") == 1
+
+
 def test_truncated_files_are_format_errors(testdata: Path, tiny_gguf: Path, tmp_dir: Path) -> None:
     with pytest.raises(bitnet_py.ModelFormatError) as ei:
         _core.GGUFReader(str(testdata / "gguf" / "truncated-header-v2.gguf"))
