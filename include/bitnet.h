@@ -140,8 +140,8 @@ BN_API size_t bn_type_nbytes(int type, int64_t n_cols, int64_t n_rows, bn_error 
  * values times one scale per tensor (as BitNet's absmean quantizer makes
  * them); `bn_ternarize` produces such values from master weights.
  * `dst_size` must be at least bn_type_nbytes(type, n_cols, n_rows). */
-BN_API bn_status bn_quantize(int type, const float *src, int64_t n_cols, int64_t n_rows,
-                             void *dst, size_t dst_size, bn_error *err);
+BN_API bn_status bn_quantize(int type, const float *src, int64_t n_cols, int64_t n_rows, void *dst,
+                             size_t dst_size, bn_error *err);
 /* Inverse of bn_quantize: expand `src` into float rows. */
 BN_API bn_status bn_dequantize(int type, const void *src, size_t src_size, int64_t n_cols,
                                int64_t n_rows, float *dst, bn_error *err);
@@ -188,7 +188,7 @@ BN_API uint64_t bn_gguf_data_offset(const bn_gguf *g); /* start of tensor data *
 
 BN_API int64_t bn_gguf_n_kv(const bn_gguf *g);
 BN_API int64_t bn_gguf_find_key(const bn_gguf *g, const char *key); /* -1 if absent */
-BN_API const char *bn_gguf_key(const bn_gguf *g, int64_t i);          /* NUL-terminated */
+BN_API const char *bn_gguf_key(const bn_gguf *g, int64_t i);        /* NUL-terminated */
 BN_API bn_gguf_vtype bn_gguf_kv_type(const bn_gguf *g, int64_t i);
 /* Scalar getters convert between integer types when the value fits, and
  * between float types; they fail with BN_ERR_INVALID_ARG otherwise. */
@@ -201,8 +201,8 @@ BN_API bn_status bn_gguf_get_str(const bn_gguf *g, int64_t i, const char **s, ui
                                  bn_error *err);
 /* Arrays: element type, length; raw little-endian data for numeric arrays,
  * and per-element access for string arrays. */
-BN_API bn_status bn_gguf_get_arr(const bn_gguf *g, int64_t i, bn_gguf_vtype *elem_type,
-                                 uint64_t *n, const void **data, bn_error *err);
+BN_API bn_status bn_gguf_get_arr(const bn_gguf *g, int64_t i, bn_gguf_vtype *elem_type, uint64_t *n,
+                                 const void **data, bn_error *err);
 BN_API bn_status bn_gguf_get_arr_str(const bn_gguf *g, int64_t i, uint64_t j, const char **s,
                                      uint64_t *len, bn_error *err);
 /* Convenience: look up by key. Return BN_ERR_NOT_FOUND when absent. */
@@ -213,7 +213,7 @@ BN_API bn_status bn_gguf_find_str(const bn_gguf *g, const char *key, const char 
 
 BN_API int64_t bn_gguf_n_tensors(const bn_gguf *g);
 BN_API int64_t bn_gguf_find_tensor(const bn_gguf *g, const char *name); /* -1 if absent */
-BN_API const char *bn_gguf_tensor_name(const bn_gguf *g, int64_t i);     /* NUL-terminated */
+BN_API const char *bn_gguf_tensor_name(const bn_gguf *g, int64_t i);    /* NUL-terminated */
 BN_API int bn_gguf_tensor_type(const bn_gguf *g, int64_t i);
 BN_API int bn_gguf_tensor_n_dims(const bn_gguf *g, int64_t i);
 /* ne[0] is the fastest-varying (row length), as in ggml. Unused dims are 1. */
@@ -246,9 +246,9 @@ BN_API bn_status bn_gguf_writer_set_arr_str(bn_gguf_writer *w, const char *key,
                                             uint64_t n, bn_error *err);
 /* Tensor of `type` with dims ne[0..n_dims) (ne[0] fastest). `data` holds
  * exactly bn_type_nbytes bytes and is copied. */
-BN_API bn_status bn_gguf_writer_add_tensor(bn_gguf_writer *w, const char *name, int type, int n_dims,
-                                           const int64_t *ne, const void *data, size_t nbytes,
-                                           bn_error *err);
+BN_API bn_status bn_gguf_writer_add_tensor(bn_gguf_writer *w, const char *name, int type,
+                                           int n_dims, const int64_t *ne, const void *data,
+                                           size_t nbytes, bn_error *err);
 /* Write a GGUF v3 file (alignment from general.alignment, default 32). */
 BN_API bn_status bn_gguf_writer_write(bn_gguf_writer *w, const char *path, bn_error *err);
 
@@ -302,7 +302,7 @@ typedef struct bn_encode_opts {
     int allow_all_special;
     const char *const *allowed_special;
     size_t n_allowed;
-    int disallow_none; /* 0: all not allowed are errors (tiktoken default) */
+    int disallow_none;                     /* 0: all not allowed are errors (tiktoken default) */
     const char *const *disallowed_special; /* used when disallow_none == 0 and non-NULL */
     size_t n_disallowed;
 } bn_encode_opts;
@@ -321,8 +321,9 @@ BN_API bn_status bn_token_to_bytes(const bn_tokenizer *t, int32_t id, char *buf,
                                    size_t *n_out, bn_error *err);
 /* Decode ids to bytes (specials included as their text unless skip_special).
  * Same sizing convention as bn_tokenize. */
-BN_API bn_status bn_detokenize(const bn_tokenizer *t, const int32_t *ids, size_t n, int skip_special,
-                               char *buf, size_t cap, size_t *n_out, bn_error *err);
+BN_API bn_status bn_detokenize(const bn_tokenizer *t, const int32_t *ids, size_t n,
+                               int skip_special, char *buf, size_t cap, size_t *n_out,
+                               bn_error *err);
 
 /* Streaming detokenizer: holds back an incomplete UTF-8 sequence until it is
  * complete, so streamed text never contains a broken character that the
@@ -381,7 +382,7 @@ typedef struct bn_model_config {
     float norm_eps;
     float rope_theta;
     int32_t rope_dim;
-    int32_t ffn_act; /* 0: SiLU-gated, 1: relu²-gated */
+    int32_t ffn_act;     /* 0: SiLU-gated, 1: relu²-gated */
     int32_t tied_output; /* 1 when the head reuses the token embedding */
     int32_t weight_type; /* type of the BitLinear weights (most common) */
     int32_t embd_type;
@@ -454,15 +455,15 @@ BN_API bn_status bn_kv_seq_copy(bn_context *c, int32_t src, int32_t dst, int32_t
 typedef struct bn_sampler bn_sampler;
 
 typedef struct bn_sampler_params {
-    float temperature;   /* 0: greedy; negative is invalid */
-    int32_t top_k;       /* <= 0: off */
-    float top_p;         /* 1: off */
-    float min_p;         /* 0: off */
-    float typical_p;     /* 1: off */
-    int32_t mirostat;    /* 0 off, 1 v1, 2 v2 (replaces top-k/p/min-p/typical) */
+    float temperature; /* 0: greedy; negative is invalid */
+    int32_t top_k;     /* <= 0: off */
+    float top_p;       /* 1: off */
+    float min_p;       /* 0: off */
+    float typical_p;   /* 1: off */
+    int32_t mirostat;  /* 0 off, 1 v1, 2 v2 (replaces top-k/p/min-p/typical) */
     float mirostat_tau;
     float mirostat_eta;
-    float repeat_penalty;   /* 1: off */
+    float repeat_penalty; /* 1: off */
     float frequency_penalty;
     float presence_penalty;
     int32_t penalty_last_n; /* tokens looked back; -1: all */

@@ -2,6 +2,7 @@
  * Classes: 0 other, 1 letter (L*), 2 number (N*), 3 White_Space. */
 #include "unicode.h"
 
+/* clang-format off */
 const char bn_unicode_version[] = "16.0.0";
 
 const uint8_t bn_uc_stage1[4352] = {
@@ -1521,3 +1522,4 @@ const uint8_t bn_uc_stage2[133][256] = {
         0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,
     },
 };
+/* clang-format on */
