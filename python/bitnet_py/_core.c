@@ -34,18 +34,15 @@ PyObject *bnpy_BitNetMemoryError;
 
 static const char *status_hint(bn_status st) {
     switch (st) {
-    case BN_ERR_NOT_FOUND:
-        return "check the path; bitnet_py never downloads models";
+    case BN_ERR_NOT_FOUND: return "check the path; bitnet_py never downloads models";
     case BN_ERR_IO:
         return "check that the file exists and is readable (or, when writing, that the "
                "directory exists and the disk is not full)";
-    case BN_ERR_FORMAT:
-        return "the file is malformed or truncated: download or convert it again";
+    case BN_ERR_FORMAT: return "the file is malformed or truncated: download or convert it again";
     case BN_ERR_UNSUPPORTED:
         return "the file is valid but uses an architecture, tensor type or layout this "
                "build cannot run (see bitnet_py._core.build_info())";
-    case BN_ERR_INVALID_ARG:
-        return "check the arguments (types, shapes, names)";
+    case BN_ERR_INVALID_ARG: return "check the arguments (types, shapes, names)";
     case BN_ERR_RANGE:
         return "a value is out of range: a full context (raise n_ctx or truncate the KV "
                "cache), a batch over n_batch, or a token id >= n_vocab";
@@ -57,36 +54,27 @@ static const char *status_hint(bn_status st) {
                "before the call";
     case BN_ERR_NOMEM:
         return "out of memory: lower n_ctx, n_seq or n_batch, or load with use_mmap=True";
-    case BN_ERR_INTERNAL:
-        return "this is a bug in libbitnet: please report it with the message";
-    default:
-        return NULL;
+    case BN_ERR_INTERNAL: return "this is a bug in libbitnet: please report it with the message";
+    default: return NULL;
     }
 }
 
 static PyObject *status_exc_type(bn_status st, const char *msg) {
     switch (st) {
-    case BN_ERR_NOT_FOUND:
-        return bnpy_ModelNotFoundError;
+    case BN_ERR_NOT_FOUND: return bnpy_ModelNotFoundError;
     case BN_ERR_IO:
         /* The library reports open() failures as IO with strerror() in the
          * message; a missing file is still "not found" for the caller. */
         if (msg && strstr(msg, strerror(ENOENT)) != NULL) return bnpy_ModelNotFoundError;
         return bnpy_BitNetIOError;
     case BN_ERR_FORMAT:
-    case BN_ERR_UNSUPPORTED:
-        return bnpy_ModelFormatError;
+    case BN_ERR_UNSUPPORTED: return bnpy_ModelFormatError;
     case BN_ERR_INVALID_ARG:
-    case BN_ERR_RANGE:
-        return bnpy_ConfigurationError;
-    case BN_ERR_TOKENIZER:
-        return bnpy_TokenizerError;
-    case BN_ERR_CANCELLED:
-        return bnpy_CancelledError;
-    case BN_ERR_NOMEM:
-        return bnpy_BitNetMemoryError;
-    default:
-        return bnpy_InferenceError;
+    case BN_ERR_RANGE: return bnpy_ConfigurationError;
+    case BN_ERR_TOKENIZER: return bnpy_TokenizerError;
+    case BN_ERR_CANCELLED: return bnpy_CancelledError;
+    case BN_ERR_NOMEM: return bnpy_BitNetMemoryError;
+    default: return bnpy_InferenceError;
     }
 }
 
@@ -127,8 +115,7 @@ static PyObject *raise_status(bn_status st, const char *msg, PyObject *filename)
               PyObject_SetAttrString(inst, "hint", hint_obj) < 0 ||
               PyObject_SetAttrString(inst, "status", status) < 0 ||
               PyObject_SetAttrString(inst, "status_name", status_name) < 0;
-    if (!bad && filename && is_os)
-        bad = PyObject_SetAttrString(inst, "filename", filename) < 0;
+    if (!bad && filename && is_os) bad = PyObject_SetAttrString(inst, "filename", filename) < 0;
     Py_XDECREF(hint_obj);
     Py_XDECREF(status);
     Py_XDECREF(status_name);
@@ -212,8 +199,7 @@ static int init_exceptions(PyObject *m) {
               "Text that cannot be encoded (e.g. disallowed special tokens).");
     BNPY_EXC2(bnpy_ConfigurationError, "ConfigurationError", PyExc_ValueError,
               "An argument is invalid or out of range.");
-    BNPY_EXC2(bnpy_InferenceError, "InferenceError", PyExc_RuntimeError,
-              "Evaluation failed.");
+    BNPY_EXC2(bnpy_InferenceError, "InferenceError", PyExc_RuntimeError, "Evaluation failed.");
     BNPY_EXC2(bnpy_BitNetIOError, "BitNetIOError", PyExc_OSError,
               "Reading or writing a file failed.");
     BNPY_EXC2(bnpy_BitNetMemoryError, "BitNetMemoryError", PyExc_MemoryError,
@@ -276,16 +262,23 @@ static char buffer_kind(const Py_buffer *v) {
     }
     if (f[0] == '\0' || f[1] != '\0') return 0;
     switch (f[0]) {
-    case 'b': case 'h': case 'i': case 'l': case 'q': case 'n':
-        return 'i';
-    case 'B': case 'H': case 'I': case 'L': case 'Q': case 'N':
-        return 'u';
-    case 'e': case 'f': case 'd':
-        return 'f';
-    case '?':
-        return 'b';
-    default:
-        return 0;
+    case 'b':
+    case 'h':
+    case 'i':
+    case 'l':
+    case 'q':
+    case 'n': return 'i';
+    case 'B':
+    case 'H':
+    case 'I':
+    case 'L':
+    case 'Q':
+    case 'N': return 'u';
+    case 'e':
+    case 'f':
+    case 'd': return 'f';
+    case '?': return 'b';
+    default: return 0;
     }
 }
 
@@ -313,17 +306,52 @@ static int read_int_item(const Py_buffer *v, Py_ssize_t i, char kind, long long 
     *overflow = 0;
     if (kind == 'i') {
         switch (v->itemsize) {
-        case 1: { int8_t x; memcpy(&x, p, 1); *out = x; return 0; }
-        case 2: { int16_t x; memcpy(&x, p, 2); *out = x; return 0; }
-        case 4: { int32_t x; memcpy(&x, p, 4); *out = x; return 0; }
-        case 8: { int64_t x; memcpy(&x, p, 8); *out = x; return 0; }
+        case 1: {
+            int8_t x;
+            memcpy(&x, p, 1);
+            *out = x;
+            return 0;
+        }
+        case 2: {
+            int16_t x;
+            memcpy(&x, p, 2);
+            *out = x;
+            return 0;
+        }
+        case 4: {
+            int32_t x;
+            memcpy(&x, p, 4);
+            *out = x;
+            return 0;
+        }
+        case 8: {
+            int64_t x;
+            memcpy(&x, p, 8);
+            *out = x;
+            return 0;
+        }
         default: return -1;
         }
     }
     switch (v->itemsize) {
-    case 1: { uint8_t x; memcpy(&x, p, 1); *out = x; return 0; }
-    case 2: { uint16_t x; memcpy(&x, p, 2); *out = x; return 0; }
-    case 4: { uint32_t x; memcpy(&x, p, 4); *out = x; return 0; }
+    case 1: {
+        uint8_t x;
+        memcpy(&x, p, 1);
+        *out = x;
+        return 0;
+    }
+    case 2: {
+        uint16_t x;
+        memcpy(&x, p, 2);
+        *out = x;
+        return 0;
+    }
+    case 4: {
+        uint32_t x;
+        memcpy(&x, p, 4);
+        *out = x;
+        return 0;
+    }
     case 8: {
         uint64_t x;
         memcpy(&x, p, 8);
@@ -374,8 +402,7 @@ int bnpy_get_i32_seq(PyObject *obj, const char *what, int32_t **out, Py_ssize_t 
             }
             PyBuffer_Release(&v);
             if (kind == 'f' || kind == 'b') {
-                PyErr_Format(PyExc_TypeError, "%s must hold integers, not floats or bools",
-                             what);
+                PyErr_Format(PyExc_TypeError, "%s must hold integers, not floats or bools", what);
                 return -1;
             }
         } else {
@@ -564,10 +591,8 @@ static PyObject *py_quantize(PyObject *mod, PyObject *args, PyObject *kw) {
     }
     char *dst = PyBytes_AS_STRING(out);
     bn_status st;
-    Py_BEGIN_ALLOW_THREADS
-    st = bn_quantize(t, (const float *)v.buf, cols, rows, dst, nb, &err);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&v);
+    Py_BEGIN_ALLOW_THREADS st = bn_quantize(t, (const float *)v.buf, cols, rows, dst, nb, &err);
+    Py_END_ALLOW_THREADS PyBuffer_Release(&v);
     if (st != BN_OK) {
         Py_DECREF(out);
         return bnpy_raise(st, &err);
@@ -603,11 +628,9 @@ static PyObject *py_dequantize(PyObject *mod, PyObject *args, PyObject *kw) {
     }
     bn_error err = {0};
     bn_status st;
-    Py_BEGIN_ALLOW_THREADS
-    st = bn_dequantize(t, src.buf, (size_t)src.len, (int64_t)n_cols, (int64_t)n_rows,
-                       (float *)dst, &err);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&src);
+    Py_BEGIN_ALLOW_THREADS st = bn_dequantize(t, src.buf, (size_t)src.len, (int64_t)n_cols,
+                                              (int64_t)n_rows, (float *)dst, &err);
+    Py_END_ALLOW_THREADS PyBuffer_Release(&src);
     if (st != BN_OK) {
         Py_DECREF(out);
         return bnpy_raise(st, &err);
@@ -632,10 +655,8 @@ static PyObject *py_ternarize(PyObject *mod, PyObject *arg) {
     float scale = 0.0f;
     bn_error err = {0};
     bn_status st;
-    Py_BEGIN_ALLOW_THREADS
-    st = bn_ternarize((const float *)v.buf, n, (int8_t *)q, &scale, &err);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&v);
+    Py_BEGIN_ALLOW_THREADS st = bn_ternarize((const float *)v.buf, n, (int8_t *)q, &scale, &err);
+    Py_END_ALLOW_THREADS PyBuffer_Release(&v);
     if (st != BN_OK) {
         Py_DECREF(qa);
         return bnpy_raise(st, &err);
@@ -737,10 +758,26 @@ static int pack_scalar(const vtype_info *ti, PyObject *v, void *dst, const char 
             return -1;
         }
         switch (ti->size) {
-        case 1: { uint8_t y = (uint8_t)x; memcpy(dst, &y, 1); break; }
-        case 2: { uint16_t y = (uint16_t)x; memcpy(dst, &y, 2); break; }
-        case 4: { uint32_t y = (uint32_t)x; memcpy(dst, &y, 4); break; }
-        default: { uint64_t y = (uint64_t)x; memcpy(dst, &y, 8); break; }
+        case 1: {
+            uint8_t y = (uint8_t)x;
+            memcpy(dst, &y, 1);
+            break;
+        }
+        case 2: {
+            uint16_t y = (uint16_t)x;
+            memcpy(dst, &y, 2);
+            break;
+        }
+        case 4: {
+            uint32_t y = (uint32_t)x;
+            memcpy(dst, &y, 4);
+            break;
+        }
+        default: {
+            uint64_t y = (uint64_t)x;
+            memcpy(dst, &y, 8);
+            break;
+        }
         }
         return 0;
     }
@@ -755,10 +792,26 @@ static int pack_scalar(const vtype_info *ti, PyObject *v, void *dst, const char 
         return -1;
     }
     switch (ti->size) {
-    case 1: { int8_t y = (int8_t)x; memcpy(dst, &y, 1); break; }
-    case 2: { int16_t y = (int16_t)x; memcpy(dst, &y, 2); break; }
-    case 4: { int32_t y = (int32_t)x; memcpy(dst, &y, 4); break; }
-    default: { int64_t y = (int64_t)x; memcpy(dst, &y, 8); break; }
+    case 1: {
+        int8_t y = (int8_t)x;
+        memcpy(dst, &y, 1);
+        break;
+    }
+    case 2: {
+        int16_t y = (int16_t)x;
+        memcpy(dst, &y, 2);
+        break;
+    }
+    case 4: {
+        int32_t y = (int32_t)x;
+        memcpy(dst, &y, 4);
+        break;
+    }
+    default: {
+        int64_t y = (int64_t)x;
+        memcpy(dst, &y, 8);
+        break;
+    }
     }
     return 0;
 }
@@ -768,8 +821,7 @@ static int pack_scalar(const vtype_info *ti, PyObject *v, void *dst, const char 
 /* ======================================================================== */
 
 typedef struct BnpyGGUFWriter {
-    PyObject_HEAD
-    bn_gguf_writer *w;
+    PyObject_HEAD bn_gguf_writer *w;
     int busy;
 } BnpyGGUFWriter;
 
@@ -852,8 +904,7 @@ static PyObject *writer_set_str(PyObject *obj, PyObject *args, PyObject *kw) {
     BnpyGGUFWriter *self = (BnpyGGUFWriter *)obj;
     static char *kwlist[] = {"key", "value", NULL};
     PyObject *key_obj, *value;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO:set_str", kwlist, &key_obj, &value))
-        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO:set_str", kwlist, &key_obj, &value)) return NULL;
     if (!writer_get(self)) return NULL;
     const char *key = key_utf8(key_obj, "key");
     if (!key) return NULL;
@@ -913,8 +964,7 @@ static PyObject *writer_set_arr(PyObject *obj, PyObject *args, PyObject *kw) {
     BnpyGGUFWriter *self = (BnpyGGUFWriter *)obj;
     static char *kwlist[] = {"key", "values", "elem_type", NULL};
     PyObject *key_obj, *values, *type_obj;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO:set_arr", kwlist, &key_obj, &values,
-                                     &type_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO:set_arr", kwlist, &key_obj, &values, &type_obj))
         return NULL;
     if (!writer_get(self)) return NULL;
     const char *key = key_utf8(key_obj, "key");
@@ -1010,16 +1060,15 @@ static PyObject *writer_add_tensor(PyObject *obj, PyObject *args, PyObject *kw) 
                        name, BNPY_MAX_DIMS, n_dims);
         goto done;
     }
-    for (Py_ssize_t i = 0; i < n_dims; i++) ne[i] = dims[i];
+    for (Py_ssize_t i = 0; i < n_dims; i++)
+        ne[i] = dims[i];
     {
         bn_error err = {0};
         bn_status st;
         self->busy = 1;
-        Py_BEGIN_ALLOW_THREADS
-        st = bn_gguf_writer_add_tensor(self->w, name, t, (int)n_dims, ne, data.buf,
-                                       (size_t)data.len, &err);
-        Py_END_ALLOW_THREADS
-        self->busy = 0;
+        Py_BEGIN_ALLOW_THREADS st = bn_gguf_writer_add_tensor(self->w, name, t, (int)n_dims, ne,
+                                                              data.buf, (size_t)data.len, &err);
+        Py_END_ALLOW_THREADS self->busy = 0;
         if (st != BN_OK) {
             bnpy_raise(st, &err);
             goto done;
@@ -1041,10 +1090,8 @@ static PyObject *writer_write(PyObject *obj, PyObject *arg) {
     bn_error err = {0};
     bn_status st;
     self->busy = 1;
-    Py_BEGIN_ALLOW_THREADS
-    st = bn_gguf_writer_write(self->w, PyBytes_AS_STRING(path_bytes), &err);
-    Py_END_ALLOW_THREADS
-    self->busy = 0;
+    Py_BEGIN_ALLOW_THREADS st = bn_gguf_writer_write(self->w, PyBytes_AS_STRING(path_bytes), &err);
+    Py_END_ALLOW_THREADS self->busy = 0;
     if (st != BN_OK) {
         PyObject *p = PyUnicode_DecodeFSDefault(PyBytes_AS_STRING(path_bytes));
         Py_DECREF(path_bytes);
@@ -1065,8 +1112,8 @@ static PyMethodDef writer_methods[] = {
     {"set_arr", (PyCFunction)(void (*)(void))writer_set_arr, METH_VARARGS | METH_KEYWORDS,
      "set_arr(key, values, elem_type): an array of numbers (list or 1-D ndarray), or of "
      "strings when elem_type is 'str'."},
-    {"set_arr_str", (PyCFunction)(void (*)(void))writer_set_arr_str,
-     METH_VARARGS | METH_KEYWORDS, "set_arr_str(key, values): an array of str or bytes."},
+    {"set_arr_str", (PyCFunction)(void (*)(void))writer_set_arr_str, METH_VARARGS | METH_KEYWORDS,
+     "set_arr_str(key, values): an array of str or bytes."},
     {"add_tensor", (PyCFunction)(void (*)(void))writer_add_tensor, METH_VARARGS | METH_KEYWORDS,
      "add_tensor(name, type, shape, data): shape in ggml order (ne0, the row length, first); "
      "data holds exactly type_nbytes(type, ne0, prod(ne1..)) bytes and is copied."},
@@ -1091,8 +1138,7 @@ static PyTypeObject BnpyGGUFWriter_Type = {
 /* A read-only buffer over one tensor of an open reader; memoryviews of it
  * keep the reader alive, and the reader refuses close() while any exist. */
 typedef struct BnpyTensorBuffer {
-    PyObject_HEAD
-    BnpyGGUFReader *reader;
+    PyObject_HEAD BnpyGGUFReader *reader;
     int64_t index;
 } BnpyTensorBuffer;
 
@@ -1176,10 +1222,8 @@ static PyObject *reader_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     bn_error err = {0};
     bn_status st;
     bn_gguf *g = NULL;
-    Py_BEGIN_ALLOW_THREADS
-    st = bn_gguf_open(PyBytes_AS_STRING(path_bytes), &g, &err);
-    Py_END_ALLOW_THREADS
-    Py_DECREF(path_bytes);
+    Py_BEGIN_ALLOW_THREADS st = bn_gguf_open(PyBytes_AS_STRING(path_bytes), &g, &err);
+    Py_END_ALLOW_THREADS Py_DECREF(path_bytes);
     if (st != BN_OK) {
         raise_path(st, &err, self->path);
         Py_DECREF(self);
@@ -1225,9 +1269,7 @@ static PyObject *self_enter(PyObject *obj, PyObject *unused) {
     return obj;
 }
 
-static PyObject *reader_exit(PyObject *obj, PyObject *args) {
-    return reader_close(obj, NULL);
-}
+static PyObject *reader_exit(PyObject *obj, PyObject *args) { return reader_close(obj, NULL); }
 
 static int64_t reader_find_key(const bn_gguf *g, PyObject *key_obj) {
     const char *key = key_utf8(key_obj, "key");
@@ -1327,7 +1369,8 @@ static PyObject *kv_value(const bn_gguf *g, int64_t i) {
     if (ti->kind == 'b') {
         const unsigned char *src = data;
         unsigned char *d = dst;
-        for (uint64_t j = 0; j < n; j++) d[j] = src[j] != 0;
+        for (uint64_t j = 0; j < n; j++)
+            d[j] = src[j] != 0;
     } else if (n > 0) {
         memcpy(dst, data, (size_t)n * ti->size);
     }
@@ -1624,10 +1667,8 @@ static PyObject *model_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     bn_error err = {0};
     bn_status st;
     bn_model *m = NULL;
-    Py_BEGIN_ALLOW_THREADS
-    st = bn_model_load(PyBytes_AS_STRING(path_bytes), &p, &m, &err);
-    Py_END_ALLOW_THREADS
-    Py_DECREF(path_bytes);
+    Py_BEGIN_ALLOW_THREADS st = bn_model_load(PyBytes_AS_STRING(path_bytes), &p, &m, &err);
+    Py_END_ALLOW_THREADS Py_DECREF(path_bytes);
     if (st != BN_OK) {
         raise_path(st, &err, self->path);
         Py_DECREF(self);
@@ -1738,7 +1779,8 @@ static PyObject *model_get_metadata(PyObject *obj, PyObject *args, PyObject *kw)
 
 static PyObject *model_repr(PyObject *obj) {
     BnpyModel *self = (BnpyModel *)obj;
-    if (self->closed || !self->model) return PyUnicode_FromFormat("<Model %R (closed)>", self->path);
+    if (self->closed || !self->model)
+        return PyUnicode_FromFormat("<Model %R (closed)>", self->path);
     bn_model_config c;
     bn_model_get_config(self->model, &c);
     c.arch[sizeof c.arch - 1] = '\0';
@@ -1749,8 +1791,7 @@ static PyObject *model_repr(PyObject *obj) {
 static PyMethodDef model_methods[] = {
     {"close", model_close, METH_NOARGS,
      "close(): release the weights (deferred while contexts still use them)."},
-    {"get_metadata", (PyCFunction)(void (*)(void))model_get_metadata,
-     METH_VARARGS | METH_KEYWORDS,
+    {"get_metadata", (PyCFunction)(void (*)(void))model_get_metadata, METH_VARARGS | METH_KEYWORDS,
      "get_metadata(key[, default]): a value of the model file's metadata (as GGUFReader.get)."},
     {"__enter__", self_enter, METH_NOARGS, NULL},
     {"__exit__", model_exit, METH_VARARGS, NULL},
@@ -1793,8 +1834,8 @@ static PyObject *ctx_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"model", "n_ctx", "n_seq", "n_batch", "n_threads", NULL};
     PyObject *model_obj;
     int n_ctx = 0, n_seq = 1, n_batch = 0, n_threads = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|iiii:Context", kwlist, &model_obj, &n_ctx,
-                                     &n_seq, &n_batch, &n_threads))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|iiii:Context", kwlist, &model_obj, &n_ctx, &n_seq,
+                                     &n_batch, &n_threads))
         return NULL;
     if (n_ctx < 0 || n_seq < 1 || n_batch < 0 || n_threads < 0) {
         return bnpy_raise_fmt(BN_ERR_INVALID_ARG,
@@ -1823,10 +1864,8 @@ static PyObject *ctx_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     bn_error err = {0};
     bn_status st;
     bn_context *c = NULL;
-    Py_BEGIN_ALLOW_THREADS
-    st = bn_context_new(m, &p, &c, &err);
-    Py_END_ALLOW_THREADS
-    if (st != BN_OK) {
+    Py_BEGIN_ALLOW_THREADS st = bn_context_new(m, &p, &c, &err);
+    Py_END_ALLOW_THREADS if (st != BN_OK) {
         Py_DECREF(self);
         return bnpy_raise(st, &err);
     }
@@ -1944,7 +1983,8 @@ static PyObject *ctx_eval(PyObject *obj, PyObject *args, PyObject *kw) {
         PyMem_Free(flags);
         return PyErr_NoMemory();
     }
-    for (int32_t j = 0; j < nb; j++) seqs[j] = seq_id;
+    for (int32_t j = 0; j < nb; j++)
+        seqs[j] = seq_id;
     float *dst;
     Py_ssize_t shape[2] = {all ? n : 1, V};
     PyObject *out = bnpy_empty("float32", 2, shape, (void **)&dst);
@@ -1957,12 +1997,12 @@ static PyObject *ctx_eval(PyObject *obj, PyObject *args, PyObject *kw) {
     bn_error err = {0};
     bn_status st = BN_OK;
     self->busy = 1;
-    Py_BEGIN_ALLOW_THREADS
-    int32_t start = bn_kv_seq_len(c, seq_id);
+    Py_BEGIN_ALLOW_THREADS int32_t start = bn_kv_seq_len(c, seq_id);
     for (Py_ssize_t off = 0; off < n && st == BN_OK; off += nb) {
         int32_t m = (int32_t)((n - off) < nb ? (n - off) : nb);
         int last_chunk = off + m == n;
-        for (int32_t j = 0; j < m; j++) flags[j] = (int8_t)(all || (last_chunk && j == m - 1));
+        for (int32_t j = 0; j < m; j++)
+            flags[j] = (int8_t)(all || (last_chunk && j == m - 1));
         bn_batch b = {m, ids + off, NULL, seqs, flags};
         st = bn_decode(c, &b, &err);
         if (st != BN_OK) break;
@@ -1978,10 +2018,8 @@ static PyObject *ctx_eval(PyObject *obj, PyObject *args, PyObject *kw) {
             memcpy(row, lg, (size_t)V * sizeof(float));
         }
     }
-    if (st != BN_OK && bn_kv_seq_len(c, seq_id) > start)
-        bn_kv_seq_truncate(c, seq_id, start, NULL);
-    Py_END_ALLOW_THREADS
-    self->busy = 0;
+    if (st != BN_OK && bn_kv_seq_len(c, seq_id) > start) bn_kv_seq_truncate(c, seq_id, start, NULL);
+    Py_END_ALLOW_THREADS self->busy = 0;
     PyMem_Free(ids);
     PyMem_Free(seqs);
     PyMem_Free(flags);
@@ -2008,7 +2046,8 @@ static int opt_i32_arg(PyObject *obj, Py_ssize_t n, const char *what, int32_t **
             PyErr_NoMemory();
             return -1;
         }
-        for (Py_ssize_t i = 0; i < n; i++) a[i] = (int32_t)v;
+        for (Py_ssize_t i = 0; i < n; i++)
+            a[i] = (int32_t)v;
         *out = a;
         return 0;
     }
@@ -2027,8 +2066,8 @@ static PyObject *ctx_decode(PyObject *obj, PyObject *args, PyObject *kw) {
     BnpyContext *self = (BnpyContext *)obj;
     static char *kwlist[] = {"tokens", "pos", "seq_ids", "want_logits", NULL};
     PyObject *tokens, *pos_obj = Py_None, *seq_obj = Py_None, *want_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OOO:decode", kwlist, &tokens, &pos_obj,
-                                     &seq_obj, &want_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OOO:decode", kwlist, &tokens, &pos_obj, &seq_obj,
+                                     &want_obj))
         return NULL;
     bn_context *c = ctx_get(self);
     if (!c) return NULL;
@@ -2062,7 +2101,8 @@ static PyObject *ctx_decode(PyObject *obj, PyObject *args, PyObject *kw) {
             PyErr_NoMemory();
             goto done;
         }
-        for (Py_ssize_t i = 0; i < n; i++) flags[i] = want[i] != 0;
+        for (Py_ssize_t i = 0; i < n; i++)
+            flags[i] = want[i] != 0;
     }
     int32_t n_seq = bn_context_n_seq(c);
     if (seqs) {
@@ -2072,7 +2112,8 @@ static PyObject *ctx_decode(PyObject *obj, PyObject *args, PyObject *kw) {
     }
     Py_ssize_t n_out = 0;
     if (flags) {
-        for (Py_ssize_t i = 0; i < n; i++) n_out += flags[i] != 0;
+        for (Py_ssize_t i = 0; i < n; i++)
+            n_out += flags[i] != 0;
     } else {
         n_out = 1;
     }
@@ -2089,8 +2130,7 @@ static PyObject *ctx_decode(PyObject *obj, PyObject *args, PyObject *kw) {
     bn_error err = {0};
     bn_status st;
     self->busy = 1;
-    Py_BEGIN_ALLOW_THREADS
-    for (int32_t s = 0; s < n_seq; s++) lens[s] = bn_kv_seq_len(c, s);
+    Py_BEGIN_ALLOW_THREADS for (int32_t s = 0; s < n_seq; s++) lens[s] = bn_kv_seq_len(c, s);
     bn_batch b = {(int32_t)n, ids, pos, seqs, flags};
     st = bn_decode(c, &b, &err);
     if (st == BN_OK) {
@@ -2109,8 +2149,7 @@ static PyObject *ctx_decode(PyObject *obj, PyObject *args, PyObject *kw) {
         }
     }
     if (st != BN_OK) restore_kv(c, lens, n_seq);
-    Py_END_ALLOW_THREADS
-    self->busy = 0;
+    Py_END_ALLOW_THREADS self->busy = 0;
     if (st != BN_OK) {
         Py_CLEAR(out);
         ctx_finish_error(self, st, &err);
@@ -2154,8 +2193,7 @@ static PyObject *ctx_kv_copy(PyObject *obj, PyObject *args, PyObject *kw) {
     BnpyContext *self = (BnpyContext *)obj;
     static char *kwlist[] = {"src", "dst", "n", NULL};
     int src, dst, n = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "ii|i:kv_copy", kwlist, &src, &dst, &n))
-        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ii|i:kv_copy", kwlist, &src, &dst, &n)) return NULL;
     bn_context *c = ctx_get(self);
     if (!c) return NULL;
     if (check_seq(self, src, "src") < 0 || check_seq(self, dst, "dst") < 0) return NULL;
@@ -2163,10 +2201,8 @@ static PyObject *ctx_kv_copy(PyObject *obj, PyObject *args, PyObject *kw) {
     bn_error err = {0};
     bn_status st;
     self->busy = 1;
-    Py_BEGIN_ALLOW_THREADS
-    st = bn_kv_seq_copy(c, src, dst, n, &err);
-    Py_END_ALLOW_THREADS
-    self->busy = 0;
+    Py_BEGIN_ALLOW_THREADS st = bn_kv_seq_copy(c, src, dst, n, &err);
+    Py_END_ALLOW_THREADS self->busy = 0;
     if (st != BN_OK) return bnpy_raise(st, &err);
     Py_RETURN_NONE;
 }

@@ -29,15 +29,15 @@
 /* ------------------------------------------------------------------------ */
 
 /* Exception classes (owned by the module; valid after module init). */
-extern PyObject *bnpy_BitNetError;          /* Exception */
-extern PyObject *bnpy_ModelNotFoundError;   /* BitNetError, FileNotFoundError */
-extern PyObject *bnpy_ModelFormatError;     /* BitNetError, ValueError */
-extern PyObject *bnpy_TokenizerError;       /* BitNetError, ValueError */
-extern PyObject *bnpy_ConfigurationError;   /* BitNetError, ValueError */
-extern PyObject *bnpy_InferenceError;       /* BitNetError, RuntimeError */
-extern PyObject *bnpy_CancelledError;       /* InferenceError */
-extern PyObject *bnpy_BitNetIOError;        /* BitNetError, OSError */
-extern PyObject *bnpy_BitNetMemoryError;    /* BitNetError, MemoryError */
+extern PyObject *bnpy_BitNetError;        /* Exception */
+extern PyObject *bnpy_ModelNotFoundError; /* BitNetError, FileNotFoundError */
+extern PyObject *bnpy_ModelFormatError;   /* BitNetError, ValueError */
+extern PyObject *bnpy_TokenizerError;     /* BitNetError, ValueError */
+extern PyObject *bnpy_ConfigurationError; /* BitNetError, ValueError */
+extern PyObject *bnpy_InferenceError;     /* BitNetError, RuntimeError */
+extern PyObject *bnpy_CancelledError;     /* InferenceError */
+extern PyObject *bnpy_BitNetIOError;      /* BitNetError, OSError */
+extern PyObject *bnpy_BitNetMemoryError;  /* BitNetError, MemoryError */
 
 /* Raise the exception that maps `st` (with err->msg as the message; `err`
  * may be NULL) and return NULL. Mapping:
@@ -61,30 +61,27 @@ PyObject *bnpy_raise_fmt(bn_status st, const char *fmt, ...);
 /* ------------------------------------------------------------------------ */
 
 typedef struct BnpyModel {
-    PyObject_HEAD
-    bn_model *model;   /* NULL once closed and released */
-    PyObject *path;    /* str */
-    Py_ssize_t users;  /* live objects borrowing `model` (contexts, ...) */
-    int closed;        /* close() was called; freed when users reach 0 */
+    PyObject_HEAD bn_model *model; /* NULL once closed and released */
+    PyObject *path;                /* str */
+    Py_ssize_t users;              /* live objects borrowing `model` (contexts, ...) */
+    int closed;                    /* close() was called; freed when users reach 0 */
     PyObject *weakreflist;
 } BnpyModel;
 
 typedef struct BnpyContext {
-    PyObject_HEAD
-    bn_context *ctx;
+    PyObject_HEAD bn_context *ctx;
     BnpyModel *model; /* strong reference, and one of model->users */
     int32_t n_vocab;
-    int busy;         /* a call is running with the GIL released */
-    int32_t n_batch;  /* tokens per bn_decode call (chunking in eval) */
+    int busy;              /* a call is running with the GIL released */
+    int32_t n_batch;       /* tokens per bn_decode call (chunking in eval) */
     atomic_int abort_flag; /* set by cancel() from any thread */
     PyObject *weakreflist;
 } BnpyContext;
 
 typedef struct BnpyGGUFReader {
-    PyObject_HEAD
-    bn_gguf *gguf;
-    PyObject *path;          /* str */
-    Py_ssize_t exports;      /* live memoryviews over the mapping */
+    PyObject_HEAD bn_gguf *gguf;
+    PyObject *path;     /* str */
+    Py_ssize_t exports; /* live memoryviews over the mapping */
     PyObject *weakreflist;
 } BnpyGGUFReader;
 
