@@ -729,6 +729,32 @@ def test_gil_released_during_quantize() -> None:
     assert during > 0.05 * rate * elapsed, (elapsed, during, rate)
 
 
+def test_context_used_by_two_threads_raises(model: Any) -> None:
+    ctx = _core.Context(model, n_ctx=1024, n_threads=1)
+    ids = [1 + (i * 7) % 31000 for i in range(1000)]
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            ctx.eval(ids, logits="all")
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    th = threading.Thread(target=run)
+    th.start()
+    seen = False
+    while th.is_alive() and not seen:
+        try:
+            ctx.kv_seq_len(0)
+        except bitnet_py.InferenceError as e:
+            seen = "another thread" in str(e)
+    th.join()
+    assert not errors
+    if not seen:
+        pytest.skip("eval finished before the second thread got in")
+    assert ctx.kv_seq_len(0) == len(ids)  # the first call completed normally
+
+
 def test_context_outlives_model_reference(tiny_gguf: Path, tiny_reference: dict[str, Any]) -> None:
     ids = _hello(tiny_reference)["prompt_ids"]
     m = _core.Model(str(tiny_gguf))
