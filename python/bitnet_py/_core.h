@@ -24,6 +24,12 @@
 
 #include "bitnet.h"
 
+#if defined(__GNUC__)
+#define BNPY_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define BNPY_PRINTF(a, b)
+#endif
+
 /* ------------------------------------------------------------------------ */
 /* Exceptions                                                               */
 /* ------------------------------------------------------------------------ */
@@ -54,7 +60,7 @@ extern PyObject *bnpy_BitNetMemoryError;  /* BitNetError, MemoryError */
  * status_name. */
 PyObject *bnpy_raise(bn_status st, const bn_error *err);
 /* Same with a formatted message (for errors found on the Python side). */
-PyObject *bnpy_raise_fmt(bn_status st, const char *fmt, ...);
+PyObject *bnpy_raise_fmt(bn_status st, const char *fmt, ...) BNPY_PRINTF(2, 3);
 
 /* ------------------------------------------------------------------------ */
 /* Objects other files may take as arguments                                */
