@@ -1701,6 +1701,23 @@ static PyObject *model_close(PyObject *obj, PyObject *unused) {
 
 static PyObject *model_exit(PyObject *obj, PyObject *args) { return model_close(obj, NULL); }
 
+/* The shortest decimal that reads back as the same float32, as a double
+ * (norm_eps 1e-05 rather than 9.999999747378752e-06). */
+static double f32_shortest(float f) {
+    for (int prec = 1; prec <= 9; prec++) {
+        char *s = PyOS_double_to_string((double)f, 'g', prec, 0, NULL);
+        if (!s) break;
+        double d = PyOS_string_to_double(s, NULL, NULL);
+        PyMem_Free(s);
+        if (d == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            break;
+        }
+        if ((float)d == f) return d;
+    }
+    return (double)f;
+}
+
 static PyObject *model_config(PyObject *obj, void *closure) {
     const bn_model *m = bnpy_model_get(obj);
     if (!m) return NULL;
@@ -1712,8 +1729,8 @@ static PyObject *model_config(PyObject *obj, void *closure) {
         "{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:d,s:d,s:i,s:s,s:O,s:s,s:s,s:s}", "arch", c.arch,
         "n_vocab", (int)c.n_vocab, "n_ctx_train", (int)c.n_ctx_train, "n_embd", (int)c.n_embd,
         "n_layer", (int)c.n_layer, "n_head", (int)c.n_head, "n_head_kv", (int)c.n_head_kv,
-        "head_dim", (int)c.head_dim, "n_ff", (int)c.n_ff, "norm_eps", (double)c.norm_eps,
-        "rope_theta", (double)c.rope_theta, "rope_dim", (int)c.rope_dim, "ffn_act",
+        "head_dim", (int)c.head_dim, "n_ff", (int)c.n_ff, "norm_eps", f32_shortest(c.norm_eps),
+        "rope_theta", f32_shortest(c.rope_theta), "rope_dim", (int)c.rope_dim, "ffn_act",
         c.ffn_act == 1 ? "relu2" : "silu", "tied_output", c.tied_output ? Py_True : Py_False,
         "weight_type", bn_type_name(c.weight_type), "embd_type", bn_type_name(c.embd_type),
         "output_type", bn_type_name(c.output_type));

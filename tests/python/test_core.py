@@ -501,7 +501,8 @@ def test_model_config(model: Any, gguf_manifest: list[dict[str, Any]]) -> None:
     assert cfg["n_vocab"] == 32000 == model.n_vocab
     assert cfg["n_embd"] == 8 and cfg["n_layer"] == 1 and cfg["n_head"] == 2
     assert cfg["n_head_kv"] == 2 and cfg["n_ff"] == 32 and cfg["n_ctx_train"] == 4096
-    assert cfg["norm_eps"] == pytest.approx(1e-5)
+    assert cfg["norm_eps"] == 1e-5  # shortest decimal of the float32, as in config.json
+    assert cfg["rope_theta"] == 10000.0
     assert cfg["weight_type"] == "f16"
     assert model.n_params > 0 and model.weight_bytes > 0
     assert isinstance(model.has_tokenizer, bool)
