@@ -224,6 +224,10 @@ static inline const char *tok_dec(const bn_tokenizer *t, int32_t id, size_t *len
     return t->dec + t->dec_off[id];
 }
 
+static int hex_digit(char c) {
+    return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; /* c is known to be a hex digit */
+}
+
 static const char spm_space[] = "\xe2\x96\x81"; /* U+2581, SentencePiece's space */
 
 static bn_status build_spm_dec(bn_tokenizer *t, bn_error *err) {
@@ -236,16 +240,15 @@ static bn_status build_spm_dec(bn_tokenizer *t, bn_error *err) {
         int bad = 0;
         switch (t->type[i]) {
         case BN_TT_BYTE: {
-            unsigned v;
-            char tail;
-            if (len != 6 || sscanf(s, "<0x%2x%c", &v, &tail) != 2 || tail != '>' ||
+            /* Token text is not NUL-terminated: check the six bytes by hand. */
+            if (len != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>' ||
                 !isxdigit((unsigned char)s[3]) || !isxdigit((unsigned char)s[4])) {
                 free(b.p);
                 return bn_fail(err, BN_ERR_FORMAT,
                                "tokenizer: byte piece %ld is '%.*s', not <0xNN>", (long)i,
                                (int)(len > 32 ? 32 : len), s);
             }
-            unsigned char c = (unsigned char)v;
+            unsigned char c = (unsigned char)(hex_digit(s[3]) << 4 | hex_digit(s[4]));
             bad = bn_buf_put(&b, &c, 1);
             break;
         }
