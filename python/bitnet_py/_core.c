@@ -2395,6 +2395,8 @@ static struct PyModuleDef core_module = {
 #if defined(__GNUC__)
 extern int bnpy_init_tokenizer(PyObject *m) __attribute__((weak));
 extern int bnpy_init_sampler(PyObject *m) __attribute__((weak));
+/* Checkpoint readers and converters (_core_formats.c). */
+extern int bnpy_init_formats(PyObject *m) __attribute__((weak));
 #endif
 
 static int add_type(PyObject *m, PyTypeObject *t, const char *name) {
@@ -2421,6 +2423,7 @@ PyMODINIT_FUNC PyInit__core(void) {
     if (PyModule_AddStringConstant(m, "__version__", BN_VERSION_STRING) < 0) goto fail;
     if (bnpy_init_tokenizer && bnpy_init_tokenizer(m) < 0) goto fail;
     if (bnpy_init_sampler && bnpy_init_sampler(m) < 0) goto fail;
+    if (bnpy_init_formats && bnpy_init_formats(m) < 0) goto fail;
     return m;
 fail:
     Py_DECREF(m);
