@@ -399,6 +399,55 @@ BN_API const bn_gguf *bn_model_gguf(const bn_model *m);
 BN_API const bn_tokenizer *bn_model_tokenizer(const bn_model *m);
 
 /* ------------------------------------------------------------------------ */
+/* Checkpoints in other formats                                             */
+/* ------------------------------------------------------------------------ */
+
+/* What a path holds (from its contents, not its name). bn_model_load takes
+ * any of them: a non-GGUF checkpoint is converted to a GGUF image in memory
+ * first (default options). */
+typedef enum bn_ckpt_format {
+    BN_CKPT_UNKNOWN = 0,
+    BN_CKPT_GGUF = 1,
+    BN_CKPT_SAFETENSORS = 2, /* a .safetensors file (or .index.json) */
+    BN_CKPT_HF_DIR = 3,      /* directory with model.safetensors[.index.json] + config.json */
+    BN_CKPT_PT = 4,          /* a torch.save zip (the original's model_state_*.pt) */
+    BN_CKPT_PT_DIR = 5       /* directory with model_state_int2.pt / _fp16.pt */
+} bn_ckpt_format;
+
+BN_API bn_ckpt_format bn_checkpoint_sniff(const char *path);
+BN_API const char *bn_checkpoint_format_name(bn_ckpt_format f); /* "gguf", "pt", ... */
+
+typedef struct bn_checkpoint_opts {
+    /* Type of the BitLinear weights: -1 (auto: ternary sources as i2_s for
+     * bitnet-b1.58, else tq2_0; float master weights kept as they are, to be
+     * ternarized at load), or BN_TYPE_I2_S / TQ1_0 / TQ2_0 / F16 / BF16 /
+     * F32. Float types written from ternary sources hold master weights that
+     * absmean-ternarize back to the same values and scale. */
+    int weight_type;
+    /* Type of token_embd (and output.weight when untied): -1 keeps the
+     * source's float type; or F16, Q8_0, Q6_K, F32, BF16 ... */
+    int head_type;
+    /* Directory of the original's checkpoints: 0 or 1 prefer
+     * model_state_int2.pt, 2 prefers model_state_fp16.pt. */
+    int pt_variant;
+    /* 1 (default): write tokenizer.json's vocabulary into the GGUF. */
+    int tokenizer;
+} bn_checkpoint_opts;
+
+BN_API bn_checkpoint_opts bn_checkpoint_default_opts(void);
+
+/* Called after each tensor; a non-zero return cancels (BN_ERR_CANCELLED). */
+typedef int (*bn_progress_fn)(void *user, const char *tensor, int64_t done, int64_t total);
+
+/* Convert a checkpoint (see bn_ckpt_format) to GGUF: written to `out_path`
+ * when it is not NULL, else returned in *out_mem / *out_size (release with
+ * bn_checkpoint_free_memory). `opts` may be NULL (defaults). */
+BN_API bn_status bn_checkpoint_to_gguf(const char *src, const bn_checkpoint_opts *opts,
+                                       const char *out_path, void **out_mem, size_t *out_size,
+                                       bn_progress_fn progress, void *user, bn_error *err);
+BN_API void bn_checkpoint_free_memory(void *p);
+
+/* ------------------------------------------------------------------------ */
 /* Context: KV cache, scratch, evaluation                                   */
 /* ------------------------------------------------------------------------ */
 

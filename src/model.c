@@ -515,8 +515,10 @@ static int most_common_type(const bn_model *m) {
 }
 
 static bn_status load(bn_model *m, const char *path, const bn_model_params *p, bn_error *err) {
-    bn_status st;
-    if (p->use_mmap) {
+    bn_status st = BN_OK;
+    if (m->gguf) {
+        /* opened by bn_model_load from a converted checkpoint image */
+    } else if (p->use_mmap) {
         st = bn_gguf_open(path, &m->gguf, err);
     } else {
         size_t size = 0;
@@ -658,7 +660,16 @@ bn_status bn_model_load(const char *path, const bn_model_params *params, bn_mode
     }
     bn_model *m = calloc(1, sizeof *m);
     if (!m) return bn_fail(err, BN_ERR_NOMEM, "out of memory");
-    bn_status st = load(m, path, &p, err);
+    bn_status st = BN_OK;
+    bn_ckpt_format fmt = bn_checkpoint_sniff(path);
+    if (fmt != BN_CKPT_GGUF && fmt != BN_CKPT_UNKNOWN) {
+        /* safetensors / Hugging Face directory / the original's .pt: a GGUF
+         * image built in memory (checkpoint.c), loaded like a file. */
+        size_t size = 0;
+        st = bn_checkpoint_to_gguf(path, NULL, NULL, &m->file_buf, &size, NULL, NULL, err);
+        if (st == BN_OK) st = bn_gguf_open_memory(m->file_buf, size, &m->gguf, err);
+    }
+    if (st == BN_OK) st = load(m, path, &p, err);
     if (st != BN_OK) {
         bn_model_free(m);
         return st;
