@@ -62,7 +62,7 @@ def test_exception_hierarchy() -> None:
     assert issubclass(E.BitNetMemoryError, MemoryError)
     for name in bitnet_py.__all__:
         obj = getattr(bitnet_py, name)
-        if isinstance(obj, type):
+        if isinstance(obj, type) and issubclass(obj, BaseException):
             assert getattr(obj, "error_type") == name
             assert obj.__module__ == "bitnet_py"
     # Raisable from Python too, with the class attributes as defaults.
