@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "bitnet.h"
+#include "gguf_internal.h"
 
 enum { EXIT_USAGE = 2 };
 /* parse_opts printed the help: the command exits 0. */
@@ -388,23 +389,6 @@ static void print_str(const char *s, uint64_t len, uint64_t max) {
     if (len > max) printf("... (%" PRIu64 " bytes)", len);
 }
 
-static size_t vtype_size(bn_gguf_vtype t) {
-    switch (t) {
-    case BN_GGUF_UINT8:
-    case BN_GGUF_INT8:
-    case BN_GGUF_BOOL: return 1;
-    case BN_GGUF_UINT16:
-    case BN_GGUF_INT16: return 2;
-    case BN_GGUF_UINT32:
-    case BN_GGUF_INT32:
-    case BN_GGUF_FLOAT32: return 4;
-    case BN_GGUF_UINT64:
-    case BN_GGUF_INT64:
-    case BN_GGUF_FLOAT64: return 8;
-    default: return 0;
-    }
-}
-
 /* One element of a numeric array (little-endian data, as GGUF stores it). */
 static void print_elem(bn_gguf_vtype t, const unsigned char *p) {
     union {
@@ -419,7 +403,7 @@ static void print_elem(bn_gguf_vtype t, const unsigned char *p) {
         int64_t i64;
         double f64;
     } v;
-    memcpy(&v, p, vtype_size(t));
+    memcpy(&v, p, bn_gguf_vtype_size(t));
     switch (t) {
     case BN_GGUF_UINT8: printf("%u", (unsigned)v.u8); break;
     case BN_GGUF_INT8: printf("%d", (int)v.i8); break;
@@ -460,8 +444,8 @@ static int print_kv(const bn_gguf *g, int64_t i) {
                 st = bn_gguf_get_arr_str(g, i, j, &s, &len, &err);
                 if (st != BN_OK) goto bad;
                 print_str(s, len, 48);
-            } else if (vtype_size(et) && data) {
-                print_elem(et, (const unsigned char *)data + j * vtype_size(et));
+            } else if (bn_gguf_vtype_size(et) && data) {
+                print_elem(et, (const unsigned char *)data + j * bn_gguf_vtype_size(et));
             } else {
                 fputs("...", stdout);
                 break;
