@@ -63,6 +63,7 @@
 #include "gguf_internal.h"
 #include "json.h"
 #include "quant.h"
+#include "tokenizer.h"
 
 /* ------------------------------------------------------------------------ */
 /* Tensor sets and file mapping                                             */
@@ -903,9 +904,21 @@ static bn_status write_hf_tokenizer(conv *c, const char *path, const hparams *h)
     const bn_json_val *vocab = bn_json_get(model, "vocab");
     const bn_json_val *merges = bn_json_get(model, "merges");
     const bn_json_val *added = bn_json_get(r, "added_tokens");
-    if (!type || strcmp(type, "BPE") != 0 || bn_json_type_of(vocab) != BN_JSON_OBJECT) {
+    /* Byte-level BPE only (GPT-2 / Llama-3): a ByteLevel pre-tokenizer, alone
+     * or in a Sequence. SentencePiece-converted files (byte_fallback BPE) are
+     * left to tokenizer.model. */
+    const bn_json_val *pt = bn_json_get(r, "pre_tokenizer");
+    const char *ptt = bn_json_str(bn_json_get(pt, "type"), NULL);
+    int byte_level = ptt && !strcmp(ptt, "ByteLevel");
+    for (const bn_json_val *e = bn_json_first(bn_json_get(pt, "pretokenizers")); e;
+         e = bn_json_next(e)) {
+        const char *et = bn_json_str(bn_json_get(e, "type"), NULL);
+        if (et && !strcmp(et, "ByteLevel")) byte_level = 1;
+    }
+    if (!type || strcmp(type, "BPE") != 0 || bn_json_type_of(vocab) != BN_JSON_OBJECT ||
+        !byte_level) {
         bn_json_free(j);
-        return BN_OK; /* not byte-level BPE: leave the vocabulary out */
+        return BN_ERR_NOT_FOUND; /* not byte-level BPE */
     }
     int64_t n = 0, id;
     for (const bn_json_val *v = bn_json_first(vocab); v; v = bn_json_next(v)) {
@@ -1014,6 +1027,46 @@ done:
     return st;
 }
 
+/* SentencePiece tokenizer.model -> tokenizer.ggml.* with model "llama" (as
+ * llama.cpp's converter writes it: pieces, scores, token types). */
+static bn_status write_spm_tokenizer(conv *c, const char *path, const hparams *h) {
+    bn_tokenizer *t = NULL;
+    bn_error e;
+    if (bn_tokenizer_load_spm(path, &t, &e) != BN_OK) return BN_ERR_NOT_FOUND;
+    const size_t n = (size_t)t->n_vocab;
+    const char **toks = calloc(n ? n : 1, sizeof *toks);
+    uint64_t *lens = calloc(n ? n : 1, sizeof *lens);
+    int32_t *types = calloc(n ? n : 1, sizeof *types);
+    bn_status st = BN_OK;
+    if (!toks || !lens || !types) st = bn_fail(c->err, BN_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; !st && i < n; i++) {
+        toks[i] = t->text + t->text_off[i];
+        lens[i] = t->text_off[i + 1] - t->text_off[i];
+        types[i] = t->type[i];
+    }
+    if (!st) st = bn_gguf_writer_set_str(c->w, "tokenizer.ggml.model", "llama", 5, c->err);
+    if (!st)
+        st = bn_gguf_writer_set_arr_str(c->w, "tokenizer.ggml.tokens", toks, lens, n, c->err);
+    if (!st && t->score)
+        st = bn_gguf_writer_set_arr(c->w, "tokenizer.ggml.scores", BN_GGUF_FLOAT32, t->score, n,
+                                    c->err);
+    if (!st)
+        st = bn_gguf_writer_set_arr(c->w, "tokenizer.ggml.token_type", BN_GGUF_INT32, types, n,
+                                    c->err);
+    int64_t bos = h->bos >= 0 ? h->bos : t->bos, eos = h->eos >= 0 ? h->eos : t->eos;
+    if (!st && bos >= 0 && (size_t)bos < n) st = set_u32(c, "tokenizer.ggml.bos_token_id", bos);
+    if (!st && eos >= 0 && (size_t)eos < n) st = set_u32(c, "tokenizer.ggml.eos_token_id", eos);
+    if (!st && t->unk >= 0) st = set_u32(c, "tokenizer.ggml.unknown_token_id", t->unk);
+    uint8_t yes = 1, no = 0;
+    if (!st) st = bn_gguf_writer_set(c->w, "tokenizer.ggml.add_bos_token", BN_GGUF_BOOL, &yes, c->err);
+    if (!st) st = bn_gguf_writer_set(c->w, "tokenizer.ggml.add_eos_token", BN_GGUF_BOOL, &no, c->err);
+    free(toks);
+    free(lens);
+    free(types);
+    bn_tokenizer_free(t);
+    return st;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Layouts                                                                  */
 /* ------------------------------------------------------------------------ */
@@ -1028,6 +1081,18 @@ static bn_status need_t(conv *c, const bn_ckpt_tensor *t, const char *name) {
     return BN_OK;
 }
 
+/* The output head when it is a tensor of its own (not a copy of the
+ * embedding, as the original writes it). */
+static const bn_ckpt_tensor *untied_head(const source *s) {
+    const bn_ckpt_tensor *emb = bn_tset_find(
+        &s->ts, s->kind == SRC_HF ? "model.embed_tokens.weight" : "tok_embeddings.weight");
+    const bn_ckpt_tensor *head =
+        bn_tset_find(&s->ts, s->kind == SRC_HF ? "lm_head.weight" : "output.weight");
+    if (!head || !emb) return NULL;
+    if (head->nbytes == emb->nbytes && !memcmp(head->data, emb->data, emb->nbytes)) return NULL;
+    return head;
+}
+
 static bn_status emit_hf(conv *c, source *s) {
     const hparams *h = &s->hp;
     const int64_t E = h->n_embd, Q = h->n_head * h->head_dim, KV = h->n_head_kv * h->head_dim,
@@ -1040,8 +1105,8 @@ static bn_status emit_hf(conv *c, source *s) {
     const bn_ckpt_tensor *nrm = bn_tset_find(&s->ts, "model.norm.weight");
     if ((st = need_t(c, nrm, "model.norm.weight"))) return st;
     if ((st = emit_float(c, "output_norm.weight", nrm, E, -1, BN_TYPE_F32))) return st;
-    const bn_ckpt_tensor *head = bn_tset_find(&s->ts, "lm_head.weight");
-    if (head && !(head->nbytes == emb->nbytes && !memcmp(head->data, emb->data, emb->nbytes))) {
+    const bn_ckpt_tensor *head = untied_head(s);
+    if (head) {
         if ((st = emit_float(c, "output.weight", head, h->n_vocab, E, c->o->head_type))) return st;
     }
     static const struct {
@@ -1105,8 +1170,8 @@ static bn_status emit_pt(conv *c, source *s) {
     const bn_ckpt_tensor *nrm = bn_tset_find(&s->ts, "norm.weight");
     if ((st = need_t(c, nrm, "norm.weight"))) return st;
     if ((st = emit_float(c, "output_norm.weight", nrm, E, -1, BN_TYPE_F32))) return st;
-    const bn_ckpt_tensor *head = bn_tset_find(&s->ts, "output.weight");
-    if (head && !(head->nbytes == emb->nbytes && !memcmp(head->data, emb->data, emb->nbytes))) {
+    const bn_ckpt_tensor *head = untied_head(s);
+    if (head) {
         if ((st = emit_float(c, "output.weight", head, h->n_vocab, E, c->o->head_type))) return st;
     }
     for (int64_t il = 0; il < h->n_layer && !st; il++) {
@@ -1297,7 +1362,7 @@ bn_status bn_checkpoint_to_gguf(const char *src, const bn_checkpoint_opts *opts,
     c.wtype_used = -1;
     if (!st) st = bn_gguf_writer_new(&c.w, err);
     if (!st) {
-        c.total = 3 + s.hp.n_layer * (s.hp.arch == ARCH_LLAMA_F ? 9 : 11);
+        c.total = 2 + (untied_head(&s) ? 1 : 0) + s.hp.n_layer * (s.hp.arch == ARCH_LLAMA_F ? 9 : 11);
         const char *base = strrchr(src, '/');
         base = base && base[1] ? base + 1 : src;
         st = write_hparams(&c, &s.hp, base);
@@ -1307,14 +1372,21 @@ bn_status bn_checkpoint_to_gguf(const char *src, const bn_checkpoint_opts *opts,
         int ft = file_type_of(c.wtype_used);
         if (ft >= 0) st = set_u32(&c, "general.file_type", ft);
     }
-    if (!st && o.tokenizer && s.kind == SRC_HF) {
+    if (!st && o.tokenizer) {
+        /* tokenizer.json (byte-level BPE), else tokenizer.model when it is
+         * SentencePiece (the original's tiktoken file is not written). */
         char *tj = join(s.dir, "tokenizer.json");
-        if (!tj) {
+        char *tm = join(s.dir, "tokenizer.model");
+        bn_status ts = BN_ERR_NOT_FOUND;
+        if (!tj || !tm) {
             st = bn_fail(err, BN_ERR_NOMEM, "out of memory");
-        } else if (is_file(tj)) {
-            st = write_hf_tokenizer(&c, tj, &s.hp);
+        } else {
+            if (is_file(tj)) ts = write_hf_tokenizer(&c, tj, &s.hp);
+            if (ts == BN_ERR_NOT_FOUND && is_file(tm)) ts = write_spm_tokenizer(&c, tm, &s.hp);
+            if (ts != BN_OK && ts != BN_ERR_NOT_FOUND) st = ts;
         }
         free(tj);
+        free(tm);
     }
     if (!st) {
         if (out_path) {
