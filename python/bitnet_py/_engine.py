@@ -372,7 +372,8 @@ class Engine:
         limit = params.vocab_limit
         timing = timing if timing is not None else Timing()
         cancel = cancel if cancel is not None else CancelToken()
-        samplers = [params.make_sampler(self.n_vocab, i) for i in range(n)]
+        n_sample = limit if limit is not None and limit < self.n_vocab else self.n_vocab
+        samplers = [params.make_sampler(n_sample, i) for i in range(n)]
         for s, p in zip(samplers, plist):
             for t in p:
                 s.accept(t)

@@ -180,11 +180,11 @@ class Llama:
             raise InferenceError("sample() before eval(): evaluate a prompt first")
         p = self._params(0, temp, top_p, top_k, min_p, typical_p, repeat_penalty, frequency_penalty,
                          presence_penalty, mirostat_mode, mirostat_tau, mirostat_eta, None)
-        s = p.make_sampler(self.n_vocab())
+        lim = self._engine.vocab_limit()
+        s = p.make_sampler(lim or self.n_vocab())
         for t in self.input_ids:
             s.accept(t)
         row = self._last_logits
-        lim = self._engine.vocab_limit()
         return int(s.sample(row[:lim] if lim else row))
 
     def generate(self, tokens: Sequence[int], top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,

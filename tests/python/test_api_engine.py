@@ -1,0 +1,222 @@
+"""The shared generation core (bitnet_py._engine) on a tiny synthetic model
+with the real Llama-3 tokenizer: batching, stop tokens, limits, cancel."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bitnet_py as bn
+from bitnet_py import _core
+from bitnet_py._engine import CancelToken, Engine, GenParams, check_device
+from bitnet_py.testing import tiny_checkpoint
+
+PROMPTS = ["Hello, my name is", "The capital of France is", "In the year 2024,", "a"]
+
+
+@pytest.fixture(scope="module")
+def tok_path(testdata: Path) -> str:
+    p = testdata / "tokenizers" / "llama3" / "tokenizer.model"
+    if not p.is_file():
+        pytest.skip(f"{p} not found")
+    return str(p)
+
+
+@pytest.fixture(scope="module")
+def engine(tok_path: str) -> Engine:
+    d = tiny_checkpoint(tokenizer=tok_path)
+    model = _core.Model(str(d / "model.gguf"))
+    return Engine(model, _core.Tokenizer(tok_path))
+
+
+def ids_of(engine: Engine, text: str) -> list[int]:
+    assert engine.tokenizer is not None
+    return engine.tokenizer.encode(text, bos=True)
+
+
+def greedy_reference(engine: Engine, prompt: list[int], n: int) -> list[int]:
+    """Token by token with Context.eval and argmax: the plainest loop."""
+    out: list[int] = []
+    with engine.context(1) as ctx:
+        logits = ctx.eval(prompt)[-1]
+        for _ in range(n):
+            t = int(np.argmax(logits[: engine.vocab_limit() or None]))
+            if t in engine.stop_ids():
+                break
+            out.append(t)
+            logits = ctx.eval([t])[-1]
+    return out
+
+
+def test_greedy_equals_plain_loop(engine: Engine) -> None:
+    p = ids_of(engine, PROMPTS[0])
+    res = engine.generate([p], GenParams(max_new_tokens=20))[0]
+    assert res.tokens == greedy_reference(engine, p, 20)
+    assert res.reason in ("length", "stop")
+
+
+def test_batched_decode_equals_one_by_one(engine: Engine) -> None:
+    prompts = [ids_of(engine, t) for t in PROMPTS]
+    params = GenParams(max_new_tokens=16)
+    alone = [engine.generate([p], params)[0].tokens for p in prompts]
+    together = [r.tokens for r in engine.generate(prompts, params)]
+    assert together == alone
+    assert len({tuple(t) for t in alone}) > 1  # the prompts give different texts
+
+
+def test_batch_is_one_decode_call_per_step(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = _core.Context.decode
+
+    class Spy:
+        def __init__(self, ctx: _core.Context) -> None:
+            self._ctx = ctx
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(self._ctx, name)
+
+        def decode(self, tokens, **kw):  # type: ignore[no-untyped-def]
+            calls.append(len(tokens))
+            return real(self._ctx, tokens, **kw)
+
+    orig_context = Engine.context
+
+    from contextlib import contextmanager
+
+    @contextmanager
+    def spy_context(self: Engine, n_seq: int = 1):  # type: ignore[no-untyped-def]
+        with orig_context(self, n_seq) as ctx:
+            yield Spy(ctx)
+
+    monkeypatch.setattr(Engine, "context", spy_context)
+    prompts = [ids_of(engine, t) for t in PROMPTS[:3]]
+    engine.generate(prompts, GenParams(max_new_tokens=5, stop_ids=frozenset()))
+    # 4 decode steps after the prefill (the 5th token comes from the 4th step), each with all 3 sequences
+    assert calls == [3, 3, 3, 3]
+
+
+def test_stop_at_eot(engine: Engine) -> None:
+    p = ids_of(engine, PROMPTS[1])
+    first = engine.generate([p], GenParams(max_new_tokens=8))[0].tokens
+    assert first
+    # make the 3rd greedy token a stop token: generation ends before it
+    res = engine.generate([p], GenParams(max_new_tokens=8, stop_ids=frozenset({first[2]})))[0]
+    assert res.tokens == first[:2] and res.reason == "stop" and res.stop_token == first[2]
+    assert 128009 in engine.stop_ids() and 128001 in engine.stop_ids()
+
+
+def test_limits_validated(engine: Engine) -> None:
+    with pytest.raises(bn.ConfigurationError, match="context"):
+        engine.generate([[1] * engine.n_ctx], GenParams())
+    with pytest.raises(bn.ConfigurationError, match="empty"):
+        engine.generate([[]], GenParams())
+    with pytest.raises(bn.ConfigurationError, match="batch is empty"):
+        engine.generate([], GenParams())
+    with pytest.raises(bn.ConfigurationError, match="max_new_tokens"):
+        engine.generate([[1]], GenParams(max_new_tokens=-1))
+    with pytest.raises(bn.ConfigurationError, match="temperature"):
+        GenParams(temperature=-0.1).validate()
+    with pytest.raises(bn.ConfigurationError, match="top_p"):
+        GenParams(top_p=0).validate()
+    with pytest.raises(bn.ConfigurationError, match="top_p"):
+        GenParams(top_p=1.5).validate()
+    with pytest.raises(ValueError, match="vocabulary"):
+        engine.generate([[10**7]], GenParams())
+    # generation stops at the end of the context
+    p = [1] * (engine.n_ctx - 3)
+    res = engine.generate([p], GenParams(max_new_tokens=100, stop_ids=frozenset()))[0]
+    assert len(res.tokens) == 3 and res.reason == "length"
+    assert engine.generate([[1, 2]], GenParams(max_new_tokens=0))[0].tokens == []
+
+
+def test_cancel_within_one_token(engine: Engine) -> None:
+    cancel = CancelToken()
+    seen = []
+    for st in engine.steps([ids_of(engine, "x")], GenParams(max_new_tokens=50, stop_ids=frozenset()), cancel):
+        if st.token is not None:
+            seen.append(st.token)
+            if len(seen) == 3:
+                cancel.cancel()
+        else:
+            assert st.reason == "cancelled"
+    assert len(seen) == 3
+
+
+def test_cancel_from_other_thread_interrupts(engine: Engine) -> None:
+    cancel = CancelToken()
+    cancel.cancel()  # before start: nothing is generated
+    res = engine.generate([ids_of(engine, "x")], GenParams(max_new_tokens=50), cancel)[0]
+    assert res.tokens == [] and res.reason == "cancelled"
+    cancel = CancelToken()
+    got: list[int] = []
+    t = threading.Timer(0.05, cancel.cancel)
+    t.start()
+    t0 = time.perf_counter()
+    res = engine.generate([ids_of(engine, "x")], GenParams(max_new_tokens=5000, stop_ids=frozenset()),
+                          cancel, on_token=lambda i, tok: got.append(tok))[0]
+    t.join()
+    assert res.reason in ("cancelled", "length")
+    assert time.perf_counter() - t0 < 5.0
+    # the engine is usable afterwards (cancelled contexts are not reused)
+    assert engine.generate([ids_of(engine, "x")], GenParams(max_new_tokens=3))[0].tokens
+
+
+def test_sampling_seeded_reproducible(engine: Engine) -> None:
+    p = ids_of(engine, PROMPTS[2])
+    a = engine.generate([p], GenParams(max_new_tokens=12, temperature=1.5, seed=3))[0].tokens
+    b = engine.generate([p], GenParams(max_new_tokens=12, temperature=1.5, seed=3))[0].tokens
+    assert a == b
+    for kw in ({"top_k": 5}, {"top_p": 0.5}, {"typical_p": 0.5}, {"mirostat": 2}, {"min_p": 0.1}):
+        r = engine.generate([p], GenParams(max_new_tokens=4, temperature=1.0, seed=1, **kw))[0]
+        assert len(r.tokens) <= 4
+
+
+def test_stream_text_utf8_and_equal(engine: Engine) -> None:
+    p = ids_of(engine, PROMPTS[0])
+    pieces = list(engine.stream_text(p, GenParams(max_new_tokens=24)))
+    toks = engine.generate([p], GenParams(max_new_tokens=24))[0].tokens
+    assert engine.tokenizer is not None
+    assert "".join(pieces) == engine.tokenizer.decode(toks, skip_special=True)
+    for piece in pieces:
+        piece.encode("utf-8")  # never a lone surrogate / broken sequence
+
+
+def test_stream_never_splits_a_character(engine: Engine) -> None:
+    tok = engine.tokenizer
+    assert tok is not None
+    # "日本語" is several byte-level tokens, some of them partial characters
+    ids = tok.encode("日本語 ünïcödé 🎉", bos=False)
+    dec = tok.stream_decoder(skip_special=True)
+    pieces = [dec.push(i) for i in ids] + [dec.flush()]
+    assert "".join(pieces) == "日本語 ünïcödé 🎉"
+    assert "\ufffd" not in "".join(pieces)
+
+
+def test_context_pool_reuse(engine: Engine) -> None:
+    engine.clear_pool()
+    engine.generate([[1, 2, 3]], GenParams(max_new_tokens=2))
+    assert engine.pooled_kv_bytes() > 0
+    engine.clear_pool()
+    assert engine.pooled_kv_bytes() == 0
+
+
+def test_logits_match_context_eval(engine: Engine) -> None:
+    p = ids_of(engine, PROMPTS[0])
+    with engine.context(1) as ctx:
+        ref = ctx.eval(p, logits="all")
+    np.testing.assert_array_equal(engine.logits(p), ref)
+
+
+def test_check_device() -> None:
+    assert check_device(None) == "cpu"
+    assert check_device("CPU") == "cpu"
+    assert check_device("cuda:0") == "cpu"
+    assert check_device("cuda") == "cpu"
+    with pytest.raises(bn.ConfigurationError, match="unknown device"):
+        check_device("tpu")
+    with pytest.raises(ValueError):
+        check_device("cuda:x")
