@@ -32,6 +32,7 @@ static unsigned detect(void) {
         if ((b >> 5) & 1) f |= BN_CPU_AVX2;
         if (zmm_ok) {
             if ((b >> 16) & 1) f |= BN_CPU_AVX512F;
+            if ((b >> 17) & 1) f |= BN_CPU_AVX512DQ;
             if ((b >> 30) & 1) f |= BN_CPU_AVX512BW;
             if ((b >> 31) & 1) f |= BN_CPU_AVX512VL;
             if ((c >> 11) & 1) f |= BN_CPU_AVX512VNNI;
@@ -70,15 +71,11 @@ static void init_features(void) {
         unsigned bit;
         const char *name;
     } names[] = {
-        {BN_CPU_AVX2, "avx2"},
-        {BN_CPU_FMA, "fma"},
-        {BN_CPU_F16C, "f16c"},
-        {BN_CPU_AVX512F, "avx512f"},
-        {BN_CPU_AVX512BW, "avx512bw"},
-        {BN_CPU_AVX512VL, "avx512vl"},
-        {BN_CPU_AVX512VNNI, "avx512vnni"},
-        {BN_CPU_AVXVNNI, "avxvnni"},
-        {BN_CPU_NEON, "neon"},
+        {BN_CPU_AVX2, "avx2"},         {BN_CPU_FMA, "fma"},
+        {BN_CPU_F16C, "f16c"},         {BN_CPU_AVX512F, "avx512f"},
+        {BN_CPU_AVX512DQ, "avx512dq"}, {BN_CPU_AVX512BW, "avx512bw"},
+        {BN_CPU_AVX512VL, "avx512vl"}, {BN_CPU_AVX512VNNI, "avx512vnni"},
+        {BN_CPU_AVXVNNI, "avxvnni"},   {BN_CPU_NEON, "neon"},
         {BN_CPU_ASIMDDP, "asimddp"},
     };
     g_flags = detect();
@@ -111,7 +108,7 @@ const char *bn_kernel_name(void) { return bn_kernels_best()->name; }
 const char *bn_build_info(void) {
     return "libbitnet " BN_VERSION_STRING "; " BN_BUILD_FLAGS
 #if defined(BN_HAVE_AVX2_KERNELS)
-           "; kernels: reference avx2"
+           "; kernels: reference avx2 avx512vnni"
 #else
            "; kernels: reference"
 #endif

@@ -15,7 +15,8 @@ enum {
     BN_CPU_AVX512VNNI = 1u << 6,
     BN_CPU_AVXVNNI = 1u << 7,
     BN_CPU_NEON = 1u << 8,
-    BN_CPU_ASIMDDP = 1u << 9
+    BN_CPU_ASIMDDP = 1u << 9,
+    BN_CPU_AVX512DQ = 1u << 10
 };
 
 /* BN_CPU_* bits of this CPU, usable by this OS (detected once). */
@@ -26,6 +27,17 @@ unsigned bn_cpu_flags(void);
 /* AVX2 + FMA + F16C kernels (kernels_avx2.c, built on x86 only); use them
  * only when bn_cpu_flags() has all three bits. */
 const bn_kernels *bn_kernels_avx2(void);
+/* Kernels of the AVX2 set that the AVX-512 set reuses. */
+float bn_avx2_quantize_act(const float *x, int64_t n, int8_t *q);
+void bn_avx2_matmul_float(const bn_tensor *w, const float *x, int64_t n_tok, float *out,
+                          int64_t out_stride, int64_t r0, int64_t r1);
+/* AVX-512 F/BW/VL/DQ + VNNI kernels (kernels_avx512.c), with their own
+ * repacked ternary layout; use them only when bn_cpu_flags() has
+ * BN_KERNELS_AVX512_NEED. */
+#define BN_KERNELS_AVX512_NEED                                                                     \
+    (BN_CPU_AVX2 | BN_CPU_FMA | BN_CPU_F16C | BN_CPU_AVX512F | BN_CPU_AVX512BW | BN_CPU_AVX512VL | \
+     BN_CPU_AVX512DQ | BN_CPU_AVX512VNNI)
+const bn_kernels *bn_kernels_avx512(void);
 #endif
 
 #endif /* BN_DISPATCH_H */

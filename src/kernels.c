@@ -1,6 +1,7 @@
 /* Kernel selection: the best set for this CPU, chosen once. Setting the
  * environment variable BITNET_KERNELS=reference forces the portable set
- * (for debugging and for comparing against it). */
+ * (for debugging and for comparing against it), BITNET_KERNELS=avx2 caps
+ * the choice at the AVX2 set. */
 #include "dispatch.h"
 
 #include <pthread.h>
@@ -18,6 +19,9 @@ static void choose(void) {
 #if defined(BN_HAVE_AVX2_KERNELS)
     const unsigned need = BN_CPU_AVX2 | BN_CPU_FMA | BN_CPU_F16C;
     if ((bn_cpu_flags() & need) == need) g_best = bn_kernels_avx2();
+    if (force && strcmp(force, "avx2") == 0) return;
+    const unsigned need512 = BN_KERNELS_AVX512_NEED;
+    if ((bn_cpu_flags() & need512) == need512) g_best = bn_kernels_avx512();
 #endif
 }
 

@@ -20,6 +20,9 @@ typedef struct bn_tensor {
      * product of the `.scale` tensor of llama.cpp's bitnet arch; 1 if none. */
     float scale;
     const char *name; /* for error messages */
+    /* 0: the file's block layout. Otherwise a kernel set's private layout
+     * (bn_kernels.pack), which only that set's matmul_i8 reads. */
+    int layout;
 } bn_tensor;
 
 /* BitLinear activation quantization, per token (row of n floats):
@@ -47,6 +50,13 @@ typedef struct bn_kernels {
     /* Indexed by type id; NULL where the type has no kernel of that kind. */
     bn_matmul_i8_fn matmul_i8[BN_TYPE_COUNT_];
     bn_matmul_f32_fn matmul_f32[BN_TYPE_COUNT_];
+    /* Optional repacking of a BitLinear weight into a layout chosen for this
+     * set's matmul_i8, done once at load (model.c, bind_matrix). packed_size
+     * returns the bytes that pack needs for w (0: keep the file layout);
+     * pack writes them to dst (64-byte aligned) from w's current data and
+     * points w at dst with its layout id. NULL in sets without a layout. */
+    size_t (*packed_size)(const bn_tensor *w);
+    void (*pack)(bn_tensor *w, void *dst);
 } bn_kernels;
 
 /* The portable reference set. */

@@ -34,7 +34,7 @@ static float hsum_ps(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-static float avx2_quantize_act(const float *x, int64_t n, int8_t *q) {
+float bn_avx2_quantize_act(const float *x, int64_t n, int8_t *q) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 vmax = _mm256_setzero_ps();
     int64_t i = 0;
@@ -185,8 +185,8 @@ static const float *chunk_to_float(int type, const bn_type_traits *tt, const uin
     }
 }
 
-static void avx2_matmul_float(const bn_tensor *w, const float *x, int64_t n_tok, float *out,
-                              int64_t out_stride, int64_t r0, int64_t r1) {
+void bn_avx2_matmul_float(const bn_tensor *w, const float *x, int64_t n_tok, float *out,
+                          int64_t out_stride, int64_t r0, int64_t r1) {
     const bn_type_traits *tt = bn_type_get(w->type);
     const int64_t n = w->n_cols;
     float buf[CHUNK];
@@ -221,7 +221,7 @@ static void avx2_matmul_float(const bn_tensor *w, const float *x, int64_t n_tok,
 
 static const bn_kernels k_avx2 = {
     .name = "avx2",
-    .quantize_act = avx2_quantize_act,
+    .quantize_act = bn_avx2_quantize_act,
     .matmul_i8 =
         {
             [BN_TYPE_TQ1_0] = ref_matmul_tq1_0,
@@ -230,15 +230,15 @@ static const bn_kernels k_avx2 = {
         },
     .matmul_f32 =
         {
-            [BN_TYPE_F32] = avx2_matmul_float,
-            [BN_TYPE_F16] = avx2_matmul_float,
-            [BN_TYPE_BF16] = avx2_matmul_float,
-            [BN_TYPE_Q8_0] = avx2_matmul_float,
-            [BN_TYPE_Q4_0] = avx2_matmul_float,
-            [BN_TYPE_Q6_K] = avx2_matmul_float,
-            [BN_TYPE_TQ1_0] = avx2_matmul_float,
-            [BN_TYPE_TQ2_0] = avx2_matmul_float,
-            [BN_TYPE_I2_S] = avx2_matmul_float,
+            [BN_TYPE_F32] = bn_avx2_matmul_float,
+            [BN_TYPE_F16] = bn_avx2_matmul_float,
+            [BN_TYPE_BF16] = bn_avx2_matmul_float,
+            [BN_TYPE_Q8_0] = bn_avx2_matmul_float,
+            [BN_TYPE_Q4_0] = bn_avx2_matmul_float,
+            [BN_TYPE_Q6_K] = bn_avx2_matmul_float,
+            [BN_TYPE_TQ1_0] = bn_avx2_matmul_float,
+            [BN_TYPE_TQ2_0] = bn_avx2_matmul_float,
+            [BN_TYPE_I2_S] = bn_avx2_matmul_float,
         },
 };
 

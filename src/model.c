@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "fmt.h"
 #include "quant.h"
@@ -337,14 +339,32 @@ static bn_status bind_matrix(bn_model *m, const char *name, int64_t n_cols, int6
                 }
                 t->scale = s;
             }
-            m->weight_bytes += need;
         } else if (tt->to_float) {
             st = ternarize_to_i2s(m, tt, data, row_bytes, t, err);
             if (st != BN_OK) return st;
+            need = 0; /* counted by ternarize_to_i2s */
         } else {
             return bn_fail(err, BN_ERR_UNSUPPORTED,
                            "tensor '%s' has type %s, which BitLinear cannot use", name, tt->name);
         }
+        /* The kernel set's own layout, repacked once (bn_kernels.pack). The
+         * file's pages of the tensor are then dropped from this process
+         * (they stay in the page cache), so that they do not count twice. */
+        const size_t packed = m->kernels->packed_size ? m->kernels->packed_size(t) : 0;
+        if (packed > 0 && m->kernels->pack) {
+            void *dst = own_alloc(m, packed);
+            if (!dst) return bn_fail(err, BN_ERR_NOMEM, "tensor '%s': out of memory", name);
+            const void *src = t->data;
+            m->kernels->pack(t, dst);
+            if (src == data && !m->file_buf) { /* data is in the model's own file mapping */
+                const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+                const uintptr_t a = ((uintptr_t)data + pg - 1) / pg * pg;
+                const uintptr_t e = ((uintptr_t)data + need) / pg * pg;
+                if (pg > 0 && e > a) madvise((void *)a, (size_t)(e - a), MADV_DONTNEED);
+            }
+            need = packed;
+        }
+        m->weight_bytes += need;
         return BN_OK;
     }
     if (role == ROLE_EMBD) {

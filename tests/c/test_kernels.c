@@ -142,6 +142,7 @@ static int tcase_make(tcase *c, int64_t n_rows, int64_t n_cols, int64_t n_tok) {
 
 static bn_tensor tensor_of(const tcase *c, int i) {
     bn_tensor w;
+    memset(&w, 0, sizeof w);
     w.type = k_tern[i];
     w.n_cols = c->n_cols;
     w.n_rows = c->n_rows;
@@ -237,7 +238,8 @@ static void test_ternary_block_scales(const bn_kernels *k) {
         act[t] = k->quantize_act(x + t * n_cols, n_cols, q + t * n_cols);
     for (int i = 0; i < 2; i++) {
         bn_error err;
-        bn_tensor w = {k_tern[i], n_cols, n_rows, bn_row_bytes(k_tern[i], n_cols), buf, 0.5f, "w"};
+        bn_tensor w = {k_tern[i], n_cols, n_rows, bn_row_bytes(k_tern[i], n_cols),
+                       buf,       0.5f,   "w",    0};
         CHECK_OK(bn_quantize(w.type, wf, n_cols, n_rows, buf, (size_t)(n_rows * n_cols), &err),
                  &err);
         k->matmul_i8[w.type](&w, q, act, n_tok, out, n_rows, 0, n_rows);
@@ -280,7 +282,7 @@ static void test_float(const bn_kernels *k, int type, int64_t n_rows, int64_t n_
         x[i] = rnd_uniform(-1, 1);
     CHECK_OK(bn_quantize(type, wf, n_cols, n_rows, buf, nb, &err), &err);
     CHECK_OK(bn_dequantize(type, buf, nb, n_cols, n_rows, wd, &err), &err);
-    bn_tensor w = {type, n_cols, n_rows, bn_row_bytes(type, n_cols), buf, 1.0f, "w"};
+    bn_tensor w = {type, n_cols, n_rows, bn_row_bytes(type, n_cols), buf, 1.0f, "w", 0};
     if (type == BN_TYPE_I2_S) memcpy(&w.scale, buf + (size_t)n_rows * w.row_bytes, 4);
     CHECKF(k->matmul_f32[type] != NULL, "%s: no matmul_f32 for %s", k->name, bn_type_name(type));
     if (!k->matmul_f32[type]) goto done;
@@ -347,6 +349,61 @@ static void test_against_reference(const bn_kernels *k) {
     tcase_free(&c);
 }
 
+/* A set's repacked layout (bn_kernels.pack): the same floats as the
+ * reference on the file layout, for any row split and token count, with
+ * row counts that are not a multiple of the layout's row group. */
+static void test_packed(const bn_kernels *k, int64_t n_rows, int64_t n_cols, int64_t n_tok) {
+    if (!k->packed_size || !k->pack) return;
+    const bn_kernels *ref = bn_kernels_reference();
+    tcase c;
+    if (!tcase_make(&c, n_rows, n_cols, n_tok)) {
+        CHECK(0 && "setup failed");
+        tcase_free(&c);
+        return;
+    }
+    for (int64_t i = 0; i < n_tok * n_cols; i += 5)
+        c.q[i] = (int8_t)(rnd_u64() >> 56); /* any int8, -128 included */
+    c.q[0] = -128;
+    const size_t n_out = (size_t)(n_tok * n_rows);
+    float *want = malloc(n_out * sizeof(float)), *got = malloc(n_out * sizeof(float));
+    for (int i = 0; i < 3 && want && got; i++) {
+        bn_tensor w = tensor_of(&c, i);
+        if (!k->matmul_i8[w.type]) continue;
+        const size_t bytes = k->packed_size(&w);
+        CHECKF(bytes > 0, "%s/%s: %lldx%lld not packed", k->name, w.name, (long long)n_rows,
+               (long long)n_cols);
+        if (bytes == 0) continue;
+        void *dst = bn_aligned_alloc(bytes);
+        if (!dst) {
+            CHECK(0 && "out of memory");
+            continue;
+        }
+        ref->matmul_i8[w.type](&w, c.q, c.act, n_tok, want, n_rows, 0, n_rows);
+        bn_tensor p = w;
+        k->pack(&p, dst);
+        CHECK(p.layout != 0 && p.data == dst);
+        for (size_t j = 0; j < n_out; j++)
+            got[j] = -999.0f;
+        /* uneven row ranges, as several threads would split them */
+        const int64_t cuts[4] = {0, n_rows / 3, n_rows / 3 + 17 < n_rows ? n_rows / 3 + 17 : n_rows,
+                                 n_rows};
+        for (int s = 0; s < 3; s++) {
+            if (cuts[s] < cuts[s + 1]) {
+                k->matmul_i8[w.type](&p, c.q, c.act, n_tok, got, n_rows, cuts[s], cuts[s + 1]);
+            }
+        }
+        long bad = 0;
+        for (size_t j = 0; j < n_out; j++)
+            bad += memcmp(&got[j], &want[j], sizeof(float)) != 0;
+        CHECKF(bad == 0, "%s/%s packed %lldx%lld, %lld tokens: %ld outputs differ", k->name, w.name,
+               (long long)n_rows, (long long)n_cols, (long long)n_tok, bad);
+        bn_aligned_free(dst);
+    }
+    free(want);
+    free(got);
+    tcase_free(&c);
+}
+
 static void run_set(const bn_kernels *k) {
     printf("kernel set: %s\n", k->name);
     test_quantize_act(k);
@@ -364,6 +421,11 @@ static void run_set(const bn_kernels *k) {
     test_float(k, BN_TYPE_Q8_0, 4, 96, 2);
     test_float(k, BN_TYPE_F32, 2, 300, 1); /* a partial last chunk */
     test_against_reference(k);
+    test_packed(k, 16, 256, 1);
+    test_packed(k, 37, 768, 1);
+    test_packed(k, 50, 2560, 3);
+    test_packed(k, 33, 512, 19);  /* two token tiles and a partial one */
+    test_packed(k, 130, 1024, 9); /* more than one panel of row groups */
 }
 
 int main(void) {
@@ -375,6 +437,10 @@ int main(void) {
     CHECK(bn_kernels_best() == best); /* chosen once */
     CHECK(strcmp(ref->name, "reference") == 0);
     run_set(ref);
+#if defined(BN_HAVE_AVX2_KERNELS)
+    const unsigned avx2 = BN_CPU_AVX2 | BN_CPU_FMA | BN_CPU_F16C;
+    if (best != bn_kernels_avx2() && (bn_cpu_flags() & avx2) == avx2) run_set(bn_kernels_avx2());
+#endif
     if (best != ref) run_set(best);
     return bn_test_finish("test_kernels");
 }

@@ -1,0 +1,329 @@
+/* AVX-512 (F, BW, VL, DQ) + VNNI kernels. This file is compiled with
+ * -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni (and the AVX2
+ * set's flags); bn_kernels_best picks it only on CPUs that have all of them.
+ *
+ * Ternary weights are repacked once at load (bn_kernels.pack, called from
+ * bind_matrix) into the row-interleaved layout below, which makes one
+ * vpdpbusd produce 16 rows' partial sums at once. Tensors that were not
+ * repacked (layout 0, e.g. in the tests) go to the AVX2 kernels.
+ *
+ * Layout BN_LAYOUT_R16 ("16 rows interleaved, 2-bit codes"), for TQ1_0,
+ * TQ2_0 and I2_S alike:
+ *   - rows are taken in groups of 16 (the last group is padded with code 1,
+ *     i.e. weight 0, and its padding rows are never written out);
+ *   - group g holds n_cols / 16 chunks of 64 bytes, one after the other, so a
+ *     group is n_cols * 4 bytes and the groups follow each other;
+ *   - in chunk c of group g, bits 2s..2s+1 of byte 4r + j hold the code
+ *     (w + 1, in 0..3) of row 16g + r, column 16c + 4s + j (r < 16, s < 4,
+ *     j < 4). Shifting a 64-byte chunk right by 2s and masking with 3 gives a
+ *     vector whose 32-bit lane r holds row r's codes for columns
+ *     16c + 4s .. 16c + 4s + 3, the u8 operand of vpdpbusd; the s8 operand
+ *     is those 4 activations broadcast to all lanes.
+ *   - TQ1_0 / TQ2_0 only: after all groups, the per-block (256 columns)
+ *     scales as IEEE halves, [group][block][16 rows] (32 bytes per group
+ *     and block: the same 2.0625 bits per weight as TQ2_0).
+ * Codes are unsigned, so sum(w * a) = sum(c * a) - sum(a); the sums of the
+ * activations per 256-column block come from the int8 activations once per
+ * token tile. All integer sums are exact (vpdpbusd does not saturate); the
+ * block scales and the tensor scale are applied with the same float
+ * operations in the same order as kernels_ref.c, so results are bit-identical
+ * to the reference.
+ *
+ * Loop order: the rows of a call are walked in panels of PANEL groups (a
+ * panel's weights stay in L2), for each panel the tokens in tiles of up to
+ * TILE, and for each tile every group of the panel: in prefill each weight
+ * byte is loaded from memory once and reused from cache for all tokens. */
+#include "dispatch.h"
+#include "fmt.h"
+#include "quant.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+enum { BN_LAYOUT_R16 = 1 };
+
+#define TILE 8    /* tokens per pass over a group */
+#define PANEL 8   /* groups of 16 rows per panel (128 rows) */
+#define MAX_NB 64 /* 256-column blocks per row handled here (n_cols <= 16384) */
+
+/* ------------------------------------------------------------------------ */
+/* Repacking                                                                */
+/* ------------------------------------------------------------------------ */
+
+static int is_tq(int type) { return type == BN_TYPE_TQ1_0 || type == BN_TYPE_TQ2_0; }
+
+static int packable(const bn_tensor *w) {
+    if (w->type != BN_TYPE_TQ1_0 && w->type != BN_TYPE_TQ2_0 && w->type != BN_TYPE_I2_S) return 0;
+    if (w->n_cols <= 0 || w->n_rows <= 0 || w->n_cols > 256 * MAX_NB) return 0;
+    if (w->n_cols % (is_tq(w->type) ? 256 : 128) != 0) return 0;
+    return 1;
+}
+
+static size_t avx512_packed_size(const bn_tensor *w) {
+    if (!packable(w)) return 0;
+    const size_t groups = (size_t)(w->n_rows + 15) / 16;
+    size_t bytes = groups * (size_t)w->n_cols * 4;
+    if (is_tq(w->type)) bytes += groups * (size_t)(w->n_cols / 256) * 32;
+    return bytes;
+}
+
+/* Codes 0..3 of one row (n_cols bytes) and, for TQ types, its block scales. */
+static void row_codes(const bn_tensor *w, int64_t row, uint8_t *codes, uint16_t *d) {
+    const uint8_t *src = (const uint8_t *)w->data + (size_t)row * w->row_bytes;
+    const __m256i m3 = _mm256_set1_epi8(3);
+    if (w->type == BN_TYPE_TQ2_0) {
+        for (int64_t b = 0; b < w->n_cols / 256; b++) {
+            const uint8_t *blk = src + b * BN_TQ2_0_BYTES;
+            for (int j = 0; j < 2; j++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 32 * j));
+                for (int l = 0; l < 4; l++) {
+                    const __m256i c = _mm256_and_si256(_mm256_srli_epi16(v, 2 * l), m3);
+                    _mm256_storeu_si256((__m256i *)(codes + 256 * b + 128 * j + 32 * l), c);
+                }
+            }
+            d[b] = bn_rd_u16(blk + 64);
+        }
+    } else if (w->type == BN_TYPE_I2_S) {
+        for (int64_t b = 0; b < w->n_cols / 128; b++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(src + b * BN_I2_S_BYTES));
+            for (int g = 0; g < 4; g++) {
+                const __m256i c = _mm256_and_si256(_mm256_srli_epi16(v, 6 - 2 * g), m3);
+                _mm256_storeu_si256((__m256i *)(codes + 128 * b + 32 * g), c);
+            }
+        }
+    } else { /* TQ1_0: base-3 packing, through the reference unpacker */
+        int8_t q[BN_QK_K];
+        for (int64_t b = 0; b < w->n_cols / 256; b++) {
+            const uint8_t *blk = src + b * BN_TQ1_0_BYTES;
+            bn_tq1_0_unpack(blk, q);
+            for (int i = 0; i < BN_QK_K; i++)
+                codes[256 * b + i] = (uint8_t)(q[i] + 1);
+            d[b] = bn_rd_u16(blk + BN_TQ1_0_BYTES - 2);
+        }
+    }
+}
+
+static void avx512_pack(bn_tensor *w, void *dst) {
+    const int64_t n = w->n_cols, nchunk = n / 16, nb = n / 256;
+    const int64_t groups = (w->n_rows + 15) / 16;
+    uint8_t *out = dst;
+    uint16_t *scales = (uint16_t *)(out + (size_t)groups * (size_t)n * 4);
+    uint8_t codes[256 * MAX_NB];
+    uint16_t d[MAX_NB];
+    for (int64_t g = 0; g < groups; g++) {
+        uint8_t *gout = out + (size_t)g * (size_t)n * 4;
+        for (int r = 0; r < 16; r++) {
+            const int64_t row = 16 * g + r;
+            if (row < w->n_rows) {
+                row_codes(w, row, codes, d);
+            } else {
+                memset(codes, 1, (size_t)n);
+                for (int64_t b = 0; b < nb; b++)
+                    d[b] = 0;
+            }
+            /* Four chunks (64 columns) at a time: 128-bit lane c holds the
+             * dwords D0..D3 of columns 16c + 4s .. + 3; D0 | D1 << 2 | D2 << 4
+             * | D3 << 6 is row r's dword of chunk c (codes <= 3: no carries). */
+            int64_t c = 0;
+            for (; c + 4 <= nchunk; c += 4) {
+                const __m512i x = _mm512_loadu_si512(codes + 16 * c);
+                __m512i o = x;
+                o = _mm512_or_si512(o, _mm512_slli_epi32(_mm512_shuffle_epi32(x, 0x55), 2));
+                o = _mm512_or_si512(o, _mm512_slli_epi32(_mm512_shuffle_epi32(x, 0xaa), 4));
+                o = _mm512_or_si512(o, _mm512_slli_epi32(_mm512_shuffle_epi32(x, 0xff), 6));
+                uint32_t lanes[16];
+                _mm512_storeu_si512(lanes, o);
+                for (int k = 0; k < 4; k++)
+                    memcpy(gout + (c + k) * 64 + 4 * r, &lanes[4 * k], 4);
+            }
+            for (; c < nchunk; c++) {
+                for (int j = 0; j < 4; j++) {
+                    const uint8_t *p = codes + 16 * c + j;
+                    gout[c * 64 + 4 * r + j] =
+                        (uint8_t)(p[0] | (p[4] << 2) | (p[8] << 4) | (p[12] << 6));
+                }
+            }
+            if (is_tq(w->type)) {
+                for (int64_t b = 0; b < nb; b++)
+                    scales[((size_t)g * (size_t)nb + (size_t)b) * 16 + (size_t)r] = d[b];
+            }
+        }
+    }
+    w->data = dst;
+    w->layout = BN_LAYOUT_R16;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Ternary matmul on the R16 layout                                         */
+/* ------------------------------------------------------------------------ */
+
+/* Sum of n int8 values. */
+static int32_t sum_i8(const int8_t *a, int64_t n) {
+    const __m512i ones = _mm512_set1_epi8(1);
+    __m512i acc = _mm512_setzero_si512();
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64)
+        acc = _mm512_dpbusd_epi32(acc, ones, _mm512_loadu_si512(a + i));
+    int32_t s = _mm512_reduce_add_epi32(acc);
+    for (; i < n; i++)
+        s += a[i];
+    return s;
+}
+
+static inline __m512i bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+/* One group (16 rows) times NT tokens (NT <= TILE). q points at column 0
+ * of the first token; asum[t * nbs + b] is the activation sum of block b of
+ * token t (TQ: blocks of 256 columns; I2_S: one block, the whole row).
+ * Writes out[t * out_stride + row] for the rows of mask. */
+static inline __attribute__((always_inline)) void
+group_tile(const uint8_t *gw, const uint16_t *gd, int tq, int64_t n, const int8_t *q,
+           const int32_t *asum, int nbs, int NT, const float *ascale, float wscale, float *out,
+           int64_t out_stride, __mmask16 mask) {
+    enum { NA = 2 };
+    const __m512i m3 = _mm512_set1_epi8(3);
+    __m512 facc[TILE];
+    __m512i acc[TILE][4];
+    for (int t = 0; t < NT; t++)
+        facc[t] = _mm512_setzero_ps();
+    const int64_t bcols = tq ? 256 : n;
+    for (int b = 0; b < nbs; b++) {
+        for (int t = 0; t < NT; t++) {
+            for (int a = 0; a < 4; a++)
+                acc[t][a] = _mm512_setzero_si512();
+        }
+        const uint8_t *cw = gw + (size_t)b * (size_t)bcols * 4;
+        const int8_t *qb = q + b * bcols;
+        for (int64_t c = 0; c < bcols / 16; c++) {
+            const __m512i v = _mm512_load_si512(cw + c * 64);
+            const __m512i c0 = _mm512_and_si512(v, m3);
+            const __m512i c1 = _mm512_and_si512(_mm512_srli_epi16(v, 2), m3);
+            const __m512i c2 = _mm512_and_si512(_mm512_srli_epi16(v, 4), m3);
+            const __m512i c3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), m3);
+            for (int t = 0; t < NT; t++) {
+                const int8_t *a = qb + t * n + c * 16;
+                if (NT == 1) { /* four independent chains hide vpdpbusd latency */
+                    acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], c0, bcast4(a + 0));
+                    acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], c1, bcast4(a + 4));
+                    acc[t][2] = _mm512_dpbusd_epi32(acc[t][2], c2, bcast4(a + 8));
+                    acc[t][3] = _mm512_dpbusd_epi32(acc[t][3], c3, bcast4(a + 12));
+                } else {
+                    acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], c0, bcast4(a + 0));
+                    acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], c1, bcast4(a + 4));
+                    acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], c2, bcast4(a + 8));
+                    acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], c3, bcast4(a + 12));
+                }
+            }
+        }
+        for (int t = 0; t < NT; t++) {
+            __m512i s = _mm512_add_epi32(acc[t][0], acc[t][1]);
+            if (NT == 1) s = _mm512_add_epi32(s, _mm512_add_epi32(acc[t][2], acc[t][3]));
+            s = _mm512_sub_epi32(s, _mm512_set1_epi32(asum[t * nbs + b]));
+            const __m512 f = _mm512_cvtepi32_ps(s);
+            if (tq) {
+                /* facc += d * (float)isum, as the reference (no FMA) */
+                const __m512 d =
+                    _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gd + 16 * b)));
+                facc[t] = _mm512_add_ps(facc[t], _mm512_mul_ps(d, f));
+            } else {
+                facc[t] = f;
+            }
+        }
+    }
+    const __m512 ws = _mm512_set1_ps(wscale);
+    for (int t = 0; t < NT; t++) {
+        const __m512 r = _mm512_div_ps(_mm512_mul_ps(facc[t], ws), _mm512_set1_ps(ascale[t]));
+        _mm512_mask_storeu_ps(out + t * out_stride, mask, r);
+    }
+}
+
+#define GROUP_TILE_CASE(N)                                                                         \
+    case N:                                                                                        \
+        group_tile(gw, gd, tq, n, qt, asum, nbs, N, act_scale + t0, w->scale, o, out_stride,       \
+                   mask);                                                                          \
+        break;
+
+static void avx512_matmul_r16(const bn_tensor *w, const int8_t *q, const float *act_scale,
+                              int64_t n_tok, float *out, int64_t out_stride, int64_t r0,
+                              int64_t r1) {
+    const int64_t n = w->n_cols;
+    const int tq = is_tq(w->type);
+    const int nbs = tq ? (int)(n / 256) : 1;
+    const int64_t groups = (w->n_rows + 15) / 16;
+    const uint8_t *codes = w->data;
+    const uint16_t *scales = (const uint16_t *)(codes + (size_t)groups * (size_t)n * 4);
+    const int64_t g0 = r0 / 16, g1 = (r1 + 15) / 16;
+    int32_t asum[TILE * MAX_NB];
+    for (int64_t p0 = g0; p0 < g1; p0 += PANEL) {
+        const int64_t p1 = p0 + PANEL < g1 ? p0 + PANEL : g1;
+        for (int64_t t0 = 0; t0 < n_tok; t0 += TILE) {
+            const int nt = (int)(n_tok - t0 < TILE ? n_tok - t0 : TILE);
+            const int8_t *qt = q + t0 * n;
+            for (int t = 0; t < nt; t++) {
+                for (int b = 0; b < nbs; b++)
+                    asum[t * nbs + b] = sum_i8(qt + t * n + (int64_t)b * 256, tq ? 256 : n);
+            }
+            for (int64_t g = p0; g < p1; g++) {
+                const uint8_t *gw = codes + (size_t)g * (size_t)n * 4;
+                const uint16_t *gd = scales + (size_t)g * (size_t)nbs * 16;
+                const int64_t lo = r0 > 16 * g ? r0 : 16 * g;
+                const int64_t hi = r1 < 16 * g + 16 ? r1 : 16 * g + 16;
+                const __mmask16 mask =
+                    (__mmask16)((((1u << (hi - lo)) - 1u) << (lo - 16 * g)) & 0xffffu);
+                float *o = out + t0 * out_stride + 16 * g;
+                switch (nt) {
+                    GROUP_TILE_CASE(1)
+                    GROUP_TILE_CASE(2)
+                    GROUP_TILE_CASE(3)
+                    GROUP_TILE_CASE(4)
+                    GROUP_TILE_CASE(5)
+                    GROUP_TILE_CASE(6)
+                    GROUP_TILE_CASE(7)
+                    GROUP_TILE_CASE(8)
+                default: break;
+                }
+            }
+        }
+    }
+}
+
+static void avx512_matmul_ternary(const bn_tensor *w, const int8_t *q, const float *act_scale,
+                                  int64_t n_tok, float *out, int64_t out_stride, int64_t r0,
+                                  int64_t r1) {
+    if (w->layout == BN_LAYOUT_R16) {
+        avx512_matmul_r16(w, q, act_scale, n_tok, out, out_stride, r0, r1);
+        return;
+    }
+    bn_kernels_avx2()->matmul_i8[w->type](w, q, act_scale, n_tok, out, out_stride, r0, r1);
+}
+
+static const bn_kernels k_avx512 = {
+    .name = "avx512vnni",
+    .quantize_act = bn_avx2_quantize_act,
+    .matmul_i8 =
+        {
+            [BN_TYPE_TQ1_0] = avx512_matmul_ternary,
+            [BN_TYPE_TQ2_0] = avx512_matmul_ternary,
+            [BN_TYPE_I2_S] = avx512_matmul_ternary,
+        },
+    .matmul_f32 =
+        {
+            [BN_TYPE_F32] = bn_avx2_matmul_float,
+            [BN_TYPE_F16] = bn_avx2_matmul_float,
+            [BN_TYPE_BF16] = bn_avx2_matmul_float,
+            [BN_TYPE_Q8_0] = bn_avx2_matmul_float,
+            [BN_TYPE_Q4_0] = bn_avx2_matmul_float,
+            [BN_TYPE_Q6_K] = bn_avx2_matmul_float,
+            [BN_TYPE_TQ1_0] = bn_avx2_matmul_float,
+            [BN_TYPE_TQ2_0] = bn_avx2_matmul_float,
+            [BN_TYPE_I2_S] = bn_avx2_matmul_float,
+        },
+    .packed_size = avx512_packed_size,
+    .pack = avx512_pack,
+};
+
+const bn_kernels *bn_kernels_avx512(void) { return &k_avx512; }
