@@ -296,21 +296,31 @@ static PyObject *Tokenizer_encode(BnpyTokenizer *self, PyObject *args, PyObject 
     Py_ssize_t n;
     owner = text_utf8(text, &s, &n);
     if (!owner) goto out;
-    /* every id covers at least one byte: len + 2 ids always suffice */
-    size_t cap = (size_t)n + 2;
-    ids = PyMem_Malloc(cap * sizeof(int32_t));
-    if (!ids) {
-        PyErr_NoMemory();
-        goto out;
-    }
+    /* Usually one id covers at least one byte, but SentencePiece's dummy
+     * prefix (U+2581, three bytes when byte-encoded) can add ids: on
+     * BN_ERR_RANGE the library reports the size needed, and we retry once. */
+    size_t cap = (size_t)n + 8;
     size_t got = 0;
     bn_error err;
-    bn_status st;
-    if (n >= NOGIL_BYTES) {
-        Py_BEGIN_ALLOW_THREADS st = bn_tokenize(self->tok, s, (size_t)n, &o, ids, cap, &got, &err);
-        Py_END_ALLOW_THREADS
-    } else {
-        st = bn_tokenize(self->tok, s, (size_t)n, &o, ids, cap, &got, &err);
+    bn_status st = BN_ERR_RANGE;
+    for (int attempt = 0; attempt < 2 && st == BN_ERR_RANGE; attempt++) {
+        if (attempt > 0) {
+            if (got <= cap) break; /* a real range error, not a short buffer */
+            cap = got;
+            PyMem_Free(ids);
+        }
+        ids = PyMem_Malloc(cap * sizeof(int32_t));
+        if (!ids) {
+            PyErr_NoMemory();
+            goto out;
+        }
+        got = 0;
+        if (n >= NOGIL_BYTES) {
+            Py_BEGIN_ALLOW_THREADS st = bn_tokenize(self->tok, s, (size_t)n, &o, ids, cap, &got, &err);
+            Py_END_ALLOW_THREADS
+        } else {
+            st = bn_tokenize(self->tok, s, (size_t)n, &o, ids, cap, &got, &err);
+        }
     }
     if (st != BN_OK) {
         bnpy_raise(st, &err);
