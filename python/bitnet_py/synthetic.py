@@ -534,6 +534,7 @@ def write_gguf(
     *,
     scale_tensors: bool = False,
     backend: str = "core",
+    name: str | None = None,
 ) -> Path:
     """Write ``model`` as GGUF.
 
@@ -547,7 +548,8 @@ def write_gguf(
     ``head_type`` is the type of the token embedding (the tied head) and of
     ``output.weight``. ``scale_tensors`` (arch "bitnet", ternary types only)
     stores the ternary values with scale 1 plus a ``blk.N.<name>.scale`` F32
-    tensor holding the weight scale, as llama.cpp's bitnet arch allows."""
+    tensor holding the weight scale, as llama.cpp's bitnet arch allows.
+    ``name`` is ``general.name`` (default ``synthetic-{arch}-seed{seed}``)."""
     cfg = model.config
     if weight_type not in WEIGHT_TYPES:
         raise ValueError(f"weight_type must be one of {WEIGHT_TYPES}")
@@ -558,7 +560,7 @@ def write_gguf(
     path = Path(path)
     out = _Out(backend)
     _write_metadata(out, cfg, model.tokens, model.scores, model.token_types,
-                    _FILE_TYPE[weight_type], f"synthetic-{cfg.arch}-seed{model.seed}",
+                    _FILE_TYPE[weight_type], name or f"synthetic-{cfg.arch}-seed{model.seed}",
                     model.bos_id, model.eos_id, model.unk_id)
     _check_rows("token_embd.weight", head_type, cfg.n_embd)
     out.add("token_embd.weight", head_type, model.tensors["model.embed_tokens.weight"])
