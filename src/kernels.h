@@ -55,6 +55,10 @@ typedef struct bn_kernels {
      * returns the bytes that pack needs for w (0: keep the file layout);
      * pack writes them to dst (64-byte aligned) from w's current data and
      * points w at dst with its layout id. NULL in sets without a layout. */
+    /* Bit t set: matmul_f32[t] quantizes the activations to int8 per 256
+     * columns (scale max|x| / 127, as llama.cpp's Q8_K) and takes integer
+     * dot products, so it differs from float math by that rounding. */
+    uint64_t f32_int8_act;
     size_t (*packed_size)(const bn_tensor *w);
     void (*pack)(bn_tensor *w, void *dst);
 } bn_kernels;

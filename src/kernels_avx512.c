@@ -301,6 +301,142 @@ static void avx512_matmul_ternary(const bn_tensor *w, const int8_t *q, const flo
     bn_kernels_avx2()->matmul_i8[w->type](w, q, act_scale, n_tok, out, out_stride, r0, r1);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Q6_K / Q8_0 heads on int8 activations (as llama.cpp's Q8_K dot products) */
+/* ------------------------------------------------------------------------ */
+
+/* The float matmul of these two types quantizes each token's activations to
+ * int8 per 256-column block (scale amax / 127, round half to even, so q is
+ * in -127..127), then takes exact integer dot products of the weights'
+ * quants with them (vpmaddubsw / vpdpbusd) and applies the block scales in
+ * float. The only error beyond float rounding is that of the activation
+ * quantization (at most half a step of each block, relative ~1/254), the
+ * same that llama.cpp accepts for these types (ggml's vec_dot_type Q8_K /
+ * Q8_0). */
+#define HQ_TILE 4
+#define HQ_MAXC 16384
+
+typedef struct HeadAct {
+    int8_t q[HQ_TILE][HQ_MAXC];
+    float d[HQ_TILE][HQ_MAXC / 256];      /* dequantization step per 256 */
+    int16_t sum16[HQ_TILE][HQ_MAXC / 16]; /* sums of q per 16 columns */
+} HeadAct;
+
+static void head_quantize(const float *x, int64_t n, int8_t *q, float *d, int16_t *sum16) {
+    const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    for (int64_t b = 0; b < n / 256; b++) {
+        const float *xb = x + 256 * b;
+        __m512 mx = _mm512_setzero_ps();
+        for (int i = 0; i < 256; i += 16)
+            mx = _mm512_max_ps(mx, _mm512_and_ps(_mm512_loadu_ps(xb + i), absmask));
+        const float amax = _mm512_reduce_max_ps(mx);
+        const float is = amax > 0.0f ? 127.0f / amax : 0.0f;
+        d[b] = amax > 0.0f ? amax / 127.0f : 0.0f;
+        const __m512 vs = _mm512_set1_ps(is);
+        for (int i = 0; i < 256; i += 16) {
+            __m512 f = _mm512_mul_ps(_mm512_loadu_ps(xb + i), vs);
+            f = _mm512_roundscale_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
+            const __m128i v = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(f));
+            _mm_storeu_si128((__m128i *)(q + 256 * b + i), v);
+            const __m256i v16 = _mm256_cvtepi8_epi16(v);
+            sum16[16 * b + i / 16] = (int16_t)_mm512_reduce_add_epi32(_mm512_cvtepi16_epi32(v16));
+        }
+    }
+}
+
+static float q6_k_row_dot(const uint8_t *row, int64_t nb, const int8_t *q, const float *d8,
+                          const int16_t *sum16) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    const __m512i idx0 = _mm512_set_epi16(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1,
+                                          1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i four = _mm512_set1_epi16(4);
+    __m512 facc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = row + b * BN_Q6_K_BYTES;
+        const int8_t *qa = q + 256 * b;
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
+        const __m512i scz = _mm512_castsi256_si512(sc16);
+        __m512i acc = _mm512_setzero_si512();
+        __m512i idx = idx0;
+        for (int h = 0; h < 2; h++) {
+            const __m512i L = _mm512_loadu_si512(blk + 64 * h);
+            const __m256i hh = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
+            const __m512i H =
+                _mm512_inserti64x4(_mm512_castsi256_si512(hh), _mm256_srli_epi16(hh, 2), 1);
+            const __m512i u0 = _mm512_or_si512(_mm512_and_si512(L, m4),
+                                               _mm512_and_si512(_mm512_slli_epi16(H, 4), m30));
+            const __m512i u1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4),
+                                               _mm512_and_si512(H, m30));
+            const __m512i p0 = _mm512_maddubs_epi16(u0, _mm512_loadu_si512(qa + 128 * h));
+            const __m512i p1 = _mm512_maddubs_epi16(u1, _mm512_loadu_si512(qa + 128 * h + 64));
+            const __m512i s0 = _mm512_permutexvar_epi16(idx, scz);
+            idx = _mm512_add_epi16(idx, four);
+            const __m512i s1 = _mm512_permutexvar_epi16(idx, scz);
+            idx = _mm512_add_epi16(idx, four);
+            acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p0, s0));
+            acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p1, s1));
+        }
+        /* quants are stored + 32: subtract 32 * sum_j scale_j * sum(q of j) */
+        const __m256i corr =
+            _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)(sum16 + 16 * b)));
+        acc = _mm512_sub_epi32(acc, _mm512_zextsi256_si512(_mm256_slli_epi32(corr, 5)));
+        const float dd = bn_fp16_to_fp32(bn_rd_u16(blk + 208)) * d8[b];
+        facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(dd), facc);
+    }
+    return _mm512_reduce_add_ps(facc);
+}
+
+static float q8_0_row_dot(const uint8_t *row, int64_t n, const int8_t *q, const float *d8) {
+    __m512 facc = _mm512_setzero_ps();
+    for (int64_t k = 0; k < n; k += 64) {
+        const uint8_t *b0 = row + (k / 32) * BN_Q8_0_BYTES, *b1 = b0 + BN_Q8_0_BYTES;
+        const __m512i wv = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))),
+            _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1);
+        const __m512i av = _mm512_loadu_si512(q + k);
+        /* |w| as u8 times a with w's sign: exact, -128 included */
+        const __m512i as =
+            _mm512_mask_sub_epi8(av, _mm512_movepi8_mask(wv), _mm512_setzero_si512(), av);
+        const __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(wv), as);
+        const float da = d8[k / 256];
+        const __m512 sc =
+            _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(bn_fp16_to_fp32(bn_rd_u16(b0)) * da),
+                                 _mm512_set1_ps(bn_fp16_to_fp32(bn_rd_u16(b1)) * da));
+        facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sc, facc);
+    }
+    return _mm512_reduce_add_ps(facc);
+}
+
+static void avx512_matmul_q8act(const bn_tensor *w, const float *x, int64_t n_tok, float *out,
+                                int64_t out_stride, int64_t r0, int64_t r1) {
+    const int64_t n = w->n_cols;
+    if (n % 256 != 0 || n > HQ_MAXC) {
+        bn_avx2_matmul_float(w, x, n_tok, out, out_stride, r0, r1);
+        return;
+    }
+    HeadAct *ha = bn_aligned_alloc(sizeof *ha);
+    if (!ha) { /* no scratch: the float path needs none */
+        bn_avx2_matmul_float(w, x, n_tok, out, out_stride, r0, r1);
+        return;
+    }
+    for (int64_t t0 = 0; t0 < n_tok; t0 += HQ_TILE) {
+        const int nt = (int)(n_tok - t0 < HQ_TILE ? n_tok - t0 : HQ_TILE);
+        for (int t = 0; t < nt; t++)
+            head_quantize(x + (t0 + t) * n, n, ha->q[t], ha->d[t], ha->sum16[t]);
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+            for (int t = 0; t < nt; t++) {
+                const float v = w->type == BN_TYPE_Q6_K
+                                    ? q6_k_row_dot(row, n / 256, ha->q[t], ha->d[t], ha->sum16[t])
+                                    : q8_0_row_dot(row, n, ha->q[t], ha->d[t]);
+                out[(t0 + t) * out_stride + r] = v * w->scale;
+            }
+        }
+    }
+    bn_aligned_free(ha);
+}
+
 static const bn_kernels k_avx512 = {
     .name = "avx512vnni",
     .quantize_act = bn_avx2_quantize_act,
@@ -315,13 +451,14 @@ static const bn_kernels k_avx512 = {
             [BN_TYPE_F32] = bn_avx2_matmul_float,
             [BN_TYPE_F16] = bn_avx2_matmul_float,
             [BN_TYPE_BF16] = bn_avx2_matmul_float,
-            [BN_TYPE_Q8_0] = bn_avx2_matmul_float,
+            [BN_TYPE_Q8_0] = avx512_matmul_q8act,
             [BN_TYPE_Q4_0] = bn_avx2_matmul_float,
-            [BN_TYPE_Q6_K] = bn_avx2_matmul_float,
+            [BN_TYPE_Q6_K] = avx512_matmul_q8act,
             [BN_TYPE_TQ1_0] = bn_avx2_matmul_float,
             [BN_TYPE_TQ2_0] = bn_avx2_matmul_float,
             [BN_TYPE_I2_S] = bn_avx2_matmul_float,
         },
+    .f32_int8_act = (1ull << BN_TYPE_Q8_0) | (1ull << BN_TYPE_Q6_K),
     .packed_size = avx512_packed_size,
     .pack = avx512_pack,
 };

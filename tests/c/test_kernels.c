@@ -289,12 +289,22 @@ static void test_float(const bn_kernels *k, int type, int64_t n_rows, int64_t n_
     k->matmul_f32[type](&w, x, n_tok, out, n_rows, 0, n_rows / 2);
     k->matmul_f32[type](&w, x, n_tok, out, n_rows, n_rows / 2, n_rows);
     long bad = 0;
+    /* Sets that quantize the activations of this type to int8 per 256
+     * columns: add half a quantization step times |w| per column. */
+    const int q8 = (k->f32_int8_act >> type) & 1 && n_cols % 256 == 0;
     for (int64_t t = 0; t < n_tok; t++) {
         for (int64_t r = 0; r < n_rows; r++) {
-            double s = 0, sa = 0;
+            double s = 0, sa = 0, sq = 0;
             for (int64_t c = 0; c < n_cols; c++) {
                 s += (double)wd[r * n_cols + c] * x[t * n_cols + c];
                 sa += fabs((double)wd[r * n_cols + c] * x[t * n_cols + c]);
+                if (q8 && c % 256 == 0) {
+                    double amax = 0;
+                    for (int64_t i = c; i < c + 256; i++)
+                        amax = fmax(amax, fabs((double)x[t * n_cols + i]));
+                    sq = amax / 127.0 * 0.5;
+                }
+                if (q8) sa += fabs((double)wd[r * n_cols + c]) * sq * 1e5;
             }
             const double e = fabs(out[t * n_rows + r] - s);
             if (e > 1e-5 * sa + 1e-6 && bad++ < 3) {
@@ -419,7 +429,9 @@ static void run_set(const bn_kernels *k) {
     }
     test_float(k, BN_TYPE_F16, 4, 40, 2); /* rows shorter than a chunk */
     test_float(k, BN_TYPE_Q8_0, 4, 96, 2);
-    test_float(k, BN_TYPE_F32, 2, 300, 1); /* a partial last chunk */
+    test_float(k, BN_TYPE_F32, 2, 300, 1);    /* a partial last chunk */
+    test_float(k, BN_TYPE_Q6_K, 37, 2560, 1); /* the head shapes */
+    test_float(k, BN_TYPE_Q8_0, 37, 2560, 5);
     test_against_reference(k);
     test_packed(k, 16, 256, 1);
     test_packed(k, 37, 768, 1);
