@@ -321,7 +321,36 @@ static void test_fixture(void) {
     free(ref);
 }
 
+/* The fuzz seeds (torch.save of small dicts: bf16, int8, a Linear's
+ * state_dict with its _metadata, a nested {"model": ...}, two tensors sharing
+ * one storage, an nn.Parameter) all parse. */
+static void test_seeds(void) {
+    const char *seeds[] = {"bf16.pt", "int8.pt", "state_dict.pt", "nested.pt", "shared.pt",
+                           "param.pt"};
+    const size_t want[] = {1, 2, 2, 1, 2, 1};
+    for (int i = 0; i < 6; i++) {
+        char p[256];
+        snprintf(p, sizeof p, "tests/fuzz/corpus/pt/%s", seeds[i]);
+        size_t n = 0;
+        unsigned char *b = bn_test_read_file(p, &n);
+        CHECKF(b != NULL, "cannot read %s", p);
+        if (!b) continue;
+        bn_tensor_set ts;
+        bn_error err;
+        bn_tset_init(&ts);
+        CHECK_OK(bn_pt_parse(b, n, &ts, &err), &err);
+        CHECKF(ts.n == want[i], "%s: %zu tensors", seeds[i], ts.n);
+        if (i == 4) {
+            const bn_ckpt_tensor *a = bn_tset_find(&ts, "a"), *c = bn_tset_find(&ts, "b");
+            CHECK(a && c && c->data == a->data + 2 && c->nbytes == 4 && c->data[0] == 2);
+        }
+        bn_tset_free(&ts);
+        free(b);
+    }
+}
+
 int main(void) {
+    test_seeds();
     test_handmade();
     test_malicious();
     test_fixture();
