@@ -50,13 +50,13 @@
  * The image is a GGUF v3 file in memory (gguf.c's writer), with the names and
  * metadata llama.cpp / bitnet.cpp use, so bn_model_load reads it by the same
  * path as any GGUF, and the converter writes the same bytes to disk. */
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
@@ -71,16 +71,12 @@
 
 size_t bn_dtype_size(int dt) {
     switch (dt) {
-    case BN_DT_F32:
-        return 4;
+    case BN_DT_F32: return 4;
     case BN_DT_F16:
-    case BN_DT_BF16:
-        return 2;
+    case BN_DT_BF16: return 2;
     case BN_DT_I8:
-    case BN_DT_U8:
-        return 1;
-    default:
-        return 0;
+    case BN_DT_U8: return 1;
+    default: return 0;
     }
 }
 
@@ -177,16 +173,11 @@ float bn_ckpt_get(const bn_ckpt_tensor *t, int64_t i) {
         memcpy(&f, p + 4 * i, 4);
         return f;
     }
-    case BN_DT_F16:
-        return bn_fp16_to_fp32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
-    case BN_DT_BF16:
-        return bn_bf16_to_fp32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
-    case BN_DT_I8:
-        return (float)(int8_t)p[i];
-    case BN_DT_U8:
-        return (float)p[i];
-    default:
-        return 0.0f;
+    case BN_DT_F16: return bn_fp16_to_fp32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+    case BN_DT_BF16: return bn_bf16_to_fp32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+    case BN_DT_I8: return (float)(int8_t)p[i];
+    case BN_DT_U8: return (float)p[i];
+    default: return 0.0f;
     }
 }
 
@@ -291,18 +282,12 @@ bn_ckpt_format bn_checkpoint_sniff(const char *path) {
 
 const char *bn_checkpoint_format_name(bn_ckpt_format f) {
     switch (f) {
-    case BN_CKPT_GGUF:
-        return "gguf";
-    case BN_CKPT_SAFETENSORS:
-        return "safetensors";
-    case BN_CKPT_HF_DIR:
-        return "hf-dir";
-    case BN_CKPT_PT:
-        return "pt";
-    case BN_CKPT_PT_DIR:
-        return "pt-dir";
-    default:
-        return "unknown";
+    case BN_CKPT_GGUF: return "gguf";
+    case BN_CKPT_SAFETENSORS: return "safetensors";
+    case BN_CKPT_HF_DIR: return "hf-dir";
+    case BN_CKPT_PT: return "pt";
+    case BN_CKPT_PT_DIR: return "pt-dir";
+    default: return "unknown";
     }
 }
 
@@ -511,8 +496,10 @@ static bn_status pt_config(source *s, bn_error *err) {
         int64_t x;
         if (json_i64(r, "n_heads", &x)) h->n_head = x;
         if (json_i64(r, "n_kv_heads", &x)) h->n_head_kv = x, have_kv = 1;
-        if (json_i64(r, "head_dim", &x)) h->head_dim = x;
-        else if (h->n_head > 0) h->head_dim = h->n_embd / h->n_head;
+        if (json_i64(r, "head_dim", &x))
+            h->head_dim = x;
+        else if (h->n_head > 0)
+            h->head_dim = h->n_embd / h->n_head;
         if (json_i64(r, "max_seq_len", &x) || json_i64(r, "n_ctx", &x)) h->n_ctx = x;
         json_f64(r, "norm_eps", &h->norm_eps);
         json_f64(r, "rope_theta", &h->rope_theta);
@@ -543,8 +530,9 @@ static bn_status expect_shape(const bn_ckpt_tensor *t, int64_t r, int64_t c, bn_
     int ok = c < 0 ? (t->n_dims == 1 && t->shape[0] == r)
                    : (t->n_dims == 2 && t->shape[0] == r && t->shape[1] == c);
     if (!ok) {
-        return bn_fail(err, BN_ERR_FORMAT, "tensor '%.200s' has shape [%lld%s%lld], expected [%lld%s%lld]",
-                       t->name, (long long)t->shape[0], t->n_dims > 1 ? ", " : "",
+        return bn_fail(err, BN_ERR_FORMAT,
+                       "tensor '%.200s' has shape [%lld%s%lld], expected [%lld%s%lld]", t->name,
+                       (long long)t->shape[0], t->n_dims > 1 ? ", " : "",
                        t->n_dims > 1 ? (long long)t->shape[1] : 0LL, (long long)r,
                        c >= 0 ? ", " : "", c >= 0 ? (long long)c : 0LL);
     }
@@ -602,8 +590,8 @@ static bn_status unpack_pt_int2(const bn_ckpt_tensor *t, int64_t N, int64_t K, i
             for (int ii = 0; ii < 16; ii++) {
                 for (int w = 0; w < 2; w++) {
                     const uint8_t *wb = tile + ii * 8 + w * 4;
-                    uint32_t word = (uint32_t)wb[0] | (uint32_t)wb[1] << 8 |
-                                    (uint32_t)wb[2] << 16 | (uint32_t)wb[3] << 24;
+                    uint32_t word = (uint32_t)wb[0] | (uint32_t)wb[1] << 8 | (uint32_t)wb[2] << 16 |
+                                    (uint32_t)wb[3] << 24;
                     for (int o = 0; o < 16; o++) {
                         unsigned v = (word >> ((o % 4) * 8 + (o / 4) * 2)) & 3u;
                         if (v == 0) {
@@ -640,8 +628,9 @@ static bn_status part_get(const part *pt, int8_t *q, float *f, float *scale, int
             return bn_fail(err, BN_ERR_FORMAT, "tensor '%.200s' has dtype %s, expected float",
                            t->name, bn_dtype_name(t->dtype));
         if (t->n_dims != 2 || t->shape[1] != cols || pt->row0 + rows > t->shape[0])
-            return bn_fail(err, BN_ERR_FORMAT, "tensor '%.200s' does not have %lld columns and %lld rows",
-                           t->name, (long long)cols, (long long)(pt->row0 + rows));
+            return bn_fail(err, BN_ERR_FORMAT,
+                           "tensor '%.200s' does not have %lld columns and %lld rows", t->name,
+                           (long long)cols, (long long)(pt->row0 + rows));
         const int64_t base = pt->row0 * cols;
         for (size_t i = 0; i < n; i++)
             f[i] = bn_ckpt_get(t, base + (int64_t)i);
@@ -675,7 +664,9 @@ static bn_status part_get(const part *pt, int8_t *q, float *f, float *scale, int
         if (t->dtype != BN_DT_U8 && t->dtype != BN_DT_I8)
             return bn_fail(err, BN_ERR_FORMAT, "tensor '%.200s': packed weights must be uint8",
                            t->name);
-        if (rows % 4) return bn_fail(err, BN_ERR_FORMAT, "tensor '%.200s': rows not a multiple of 4", t->name);
+        if (rows % 4)
+            return bn_fail(err, BN_ERR_FORMAT, "tensor '%.200s': rows not a multiple of 4",
+                           t->name);
         st = expect_shape(t, rows / 4, cols, err);
         if (st) return st;
         const int64_t pr = rows / 4;
@@ -693,7 +684,8 @@ static bn_status part_get(const part *pt, int8_t *q, float *f, float *scale, int
             }
         }
         if (!pt->scale || bn_ckpt_numel(pt->scale) < 1 || !is_float(pt->scale->dtype))
-            return bn_fail(err, BN_ERR_FORMAT, "tensor '%.200s' has no float weight_scale", t->name);
+            return bn_fail(err, BN_ERR_FORMAT, "tensor '%.200s' has no float weight_scale",
+                           t->name);
         float ws = bn_ckpt_get(pt->scale, 0);
         if (!isfinite(ws) || ws == 0.0f)
             return bn_fail(err, BN_ERR_FORMAT, "tensor '%.200s': weight_scale %g is invalid",
@@ -744,8 +736,8 @@ static bn_status add_floats(conv *c, const char *name, int type, const float *x,
     bn_error e;
     size_t nb = bn_type_nbytes(type, cols, rows, &e);
     if (!nb)
-        return bn_fail(c->err, BN_ERR_UNSUPPORTED, "tensor '%s' as %s: %s", name, bn_type_name(type),
-                       e.msg);
+        return bn_fail(c->err, BN_ERR_UNSUPPORTED, "tensor '%s' as %s: %s", name,
+                       bn_type_name(type), e.msg);
     void *buf = malloc(nb);
     if (!buf) return bn_fail(c->err, BN_ERR_NOMEM, "out of memory for '%s'", name);
     bn_status st = bn_quantize(type, x, cols, rows, buf, nb, &e);
@@ -1006,7 +998,9 @@ static bn_status write_hf_tokenizer(conv *c, const char *path, const hparams *h)
     st = bn_gguf_writer_set_str(c->w, "tokenizer.ggml.model", "gpt2", 4, c->err);
     if (!st)
         st = bn_gguf_writer_set_str(c->w, "tokenizer.ggml.pre", pre_name, strlen(pre_name), c->err);
-    if (!st) st = bn_gguf_writer_set_arr_str(c->w, "tokenizer.ggml.tokens", toks, lens, (uint64_t)n, c->err);
+    if (!st)
+        st = bn_gguf_writer_set_arr_str(c->w, "tokenizer.ggml.tokens", toks, lens, (uint64_t)n,
+                                        c->err);
     if (!st)
         st = bn_gguf_writer_set_arr(c->w, "tokenizer.ggml.token_type", BN_GGUF_INT32, types,
                                     (uint64_t)n, c->err);
@@ -1045,8 +1039,7 @@ static bn_status write_spm_tokenizer(conv *c, const char *path, const hparams *h
         types[i] = t->type[i];
     }
     if (!st) st = bn_gguf_writer_set_str(c->w, "tokenizer.ggml.model", "llama", 5, c->err);
-    if (!st)
-        st = bn_gguf_writer_set_arr_str(c->w, "tokenizer.ggml.tokens", toks, lens, n, c->err);
+    if (!st) st = bn_gguf_writer_set_arr_str(c->w, "tokenizer.ggml.tokens", toks, lens, n, c->err);
     if (!st && t->score)
         st = bn_gguf_writer_set_arr(c->w, "tokenizer.ggml.scores", BN_GGUF_FLOAT32, t->score, n,
                                     c->err);
@@ -1058,8 +1051,10 @@ static bn_status write_spm_tokenizer(conv *c, const char *path, const hparams *h
     if (!st && eos >= 0 && (size_t)eos < n) st = set_u32(c, "tokenizer.ggml.eos_token_id", eos);
     if (!st && t->unk >= 0) st = set_u32(c, "tokenizer.ggml.unknown_token_id", t->unk);
     uint8_t yes = 1, no = 0;
-    if (!st) st = bn_gguf_writer_set(c->w, "tokenizer.ggml.add_bos_token", BN_GGUF_BOOL, &yes, c->err);
-    if (!st) st = bn_gguf_writer_set(c->w, "tokenizer.ggml.add_eos_token", BN_GGUF_BOOL, &no, c->err);
+    if (!st)
+        st = bn_gguf_writer_set(c->w, "tokenizer.ggml.add_bos_token", BN_GGUF_BOOL, &yes, c->err);
+    if (!st)
+        st = bn_gguf_writer_set(c->w, "tokenizer.ggml.add_eos_token", BN_GGUF_BOOL, &no, c->err);
     free(toks);
     free(lens);
     free(types);
@@ -1084,8 +1079,8 @@ static bn_status need_t(conv *c, const bn_ckpt_tensor *t, const char *name) {
 /* The output head when it is a tensor of its own (not a copy of the
  * embedding, as the original writes it). */
 static const bn_ckpt_tensor *untied_head(const source *s) {
-    const bn_ckpt_tensor *emb = bn_tset_find(
-        &s->ts, s->kind == SRC_HF ? "model.embed_tokens.weight" : "tok_embeddings.weight");
+    const bn_ckpt_tensor *emb = bn_tset_find(&s->ts, s->kind == SRC_HF ? "model.embed_tokens.weight"
+                                                                       : "tok_embeddings.weight");
     const bn_ckpt_tensor *head =
         bn_tset_find(&s->ts, s->kind == SRC_HF ? "lm_head.weight" : "output.weight");
     if (!head || !emb) return NULL;
@@ -1113,10 +1108,11 @@ static bn_status emit_hf(conv *c, source *s) {
         const char *hf, *gg;
         int rows, cols; /* 0 E, 1 Q, 2 KV, 3 F */
         int perm;
-    } lin[7] = {{"self_attn.q_proj", "attn_q", 1, 0, 1},   {"self_attn.k_proj", "attn_k", 2, 0, 2},
-                {"self_attn.v_proj", "attn_v", 2, 0, 0},   {"self_attn.o_proj", "attn_output", 0, 1, 0},
-                {"mlp.gate_proj", "ffn_gate", 3, 0, 0},    {"mlp.up_proj", "ffn_up", 3, 0, 0},
-                {"mlp.down_proj", "ffn_down", 0, 3, 0}};
+    } lin[7] = {
+        {"self_attn.q_proj", "attn_q", 1, 0, 1}, {"self_attn.k_proj", "attn_k", 2, 0, 2},
+        {"self_attn.v_proj", "attn_v", 2, 0, 0}, {"self_attn.o_proj", "attn_output", 0, 1, 0},
+        {"mlp.gate_proj", "ffn_gate", 3, 0, 0},  {"mlp.up_proj", "ffn_up", 3, 0, 0},
+        {"mlp.down_proj", "ffn_down", 0, 3, 0}};
     const int64_t dims[4] = {E, Q, KV, F};
     for (int64_t il = 0; il < h->n_layer && !st; il++) {
         struct {
@@ -1187,12 +1183,14 @@ static bn_status emit_pt(conv *c, source *s) {
             snprintf(a, sizeof a, "layers.%lld.%s.weight", (long long)il, norms[k].pt);
             snprintf(g, sizeof g, "blk.%lld.%s.weight", (long long)il, norms[k].gg);
             const bn_ckpt_tensor *t = bn_tset_find(&s->ts, a);
-            if (!(st = need_t(c, t, a))) st = emit_float(c, g, t, nd[norms[k].which], -1, BN_TYPE_F32);
+            if (!(st = need_t(c, t, a)))
+                st = emit_float(c, g, t, nd[norms[k].which], -1, BN_TYPE_F32);
         }
         static const struct {
             const char *pt, *gg;
             int part; /* index in the fused tensor */
-            int rows, cols, row0; /* 0 E 1 Q 2 KV 3 F; row0: 0, 1 (after Q), 2 (after Q+KV), 3 (after F) */
+            int rows, cols,
+                row0; /* 0 E 1 Q 2 KV 3 F; row0: 0, 1 (after Q), 2 (after Q+KV), 3 (after F) */
             int perm;
         } lin[7] = {{"attention.wqkv", "attn_q", 0, 1, 0, 0, 1},
                     {"attention.wqkv", "attn_k", 1, 2, 0, 1, 2},
@@ -1271,8 +1269,8 @@ static bn_status open_source(const char *path, const bn_checkpoint_opts *o, sour
         file = join(s->dir, "config.json");
         if (!file) return bn_fail(err, BN_ERR_NOMEM, "out of memory");
         if (!is_file(file)) {
-            st = bn_fail(err, BN_ERR_NOT_FOUND, "%s: no config.json beside the safetensors",
-                         s->dir);
+            st =
+                bn_fail(err, BN_ERR_NOT_FOUND, "%s: no config.json beside the safetensors", s->dir);
         } else {
             st = hf_config(s, file, err);
         }
@@ -1292,8 +1290,10 @@ static bn_status open_source(const char *path, const bn_checkpoint_opts *o, sour
             }
             for (int i = 0; i < 3 && !file; i++) {
                 char *p = join(s->dir, pref[i]);
-                if (p && is_file(p)) file = p;
-                else free(p);
+                if (p && is_file(p))
+                    file = p;
+                else
+                    free(p);
             }
             if (!file) return bn_fail(err, BN_ERR_NOT_FOUND, "%s: no model_state_*.pt", path);
         } else {
@@ -1310,8 +1310,7 @@ static bn_status open_source(const char *path, const bn_checkpoint_opts *o, sour
         if (st) return st;
         return pt_config(s, err);
     }
-    case BN_CKPT_GGUF:
-        return bn_fail(err, BN_ERR_INVALID_ARG, "%s is already GGUF", path);
+    case BN_CKPT_GGUF: return bn_fail(err, BN_ERR_INVALID_ARG, "%s is already GGUF", path);
     default:
         return bn_fail(err, BN_ERR_UNSUPPORTED,
                        "%s: not a checkpoint we know (GGUF, safetensors / Hugging Face directory, "
@@ -1322,20 +1321,13 @@ static bn_status open_source(const char *path, const bn_checkpoint_opts *o, sour
 
 static int file_type_of(int t) {
     switch (t) {
-    case BN_TYPE_F32:
-        return 0;
-    case BN_TYPE_F16:
-        return 1;
-    case BN_TYPE_BF16:
-        return 32;
-    case BN_TYPE_TQ1_0:
-        return 36;
-    case BN_TYPE_TQ2_0:
-        return 37;
-    case BN_TYPE_I2_S:
-        return 40;
-    default:
-        return -1;
+    case BN_TYPE_F32: return 0;
+    case BN_TYPE_F16: return 1;
+    case BN_TYPE_BF16: return 32;
+    case BN_TYPE_TQ1_0: return 36;
+    case BN_TYPE_TQ2_0: return 37;
+    case BN_TYPE_I2_S: return 40;
+    default: return -1;
     }
 }
 
@@ -1362,7 +1354,8 @@ bn_status bn_checkpoint_to_gguf(const char *src, const bn_checkpoint_opts *opts,
     c.wtype_used = -1;
     if (!st) st = bn_gguf_writer_new(&c.w, err);
     if (!st) {
-        c.total = 2 + (untied_head(&s) ? 1 : 0) + s.hp.n_layer * (s.hp.arch == ARCH_LLAMA_F ? 9 : 11);
+        c.total =
+            2 + (untied_head(&s) ? 1 : 0) + s.hp.n_layer * (s.hp.arch == ARCH_LLAMA_F ? 9 : 11);
         const char *base = strrchr(src, '/');
         base = base && base[1] ? base + 1 : src;
         st = write_hparams(&c, &s.hp, base);

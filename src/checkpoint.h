@@ -27,9 +27,9 @@ size_t bn_dtype_size(int dt);
 const char *bn_dtype_name(int dt);
 
 typedef struct bn_ckpt_tensor {
-    char *name; /* owned, NUL-terminated */
-    int dtype;  /* bn_dtype */
-    int n_dims; /* 0 (scalar) .. BN_CKPT_MAX_DIMS */
+    char *name;                      /* owned, NUL-terminated */
+    int dtype;                       /* bn_dtype */
+    int n_dims;                      /* 0 (scalar) .. BN_CKPT_MAX_DIMS */
     int64_t shape[BN_CKPT_MAX_DIMS]; /* PyTorch order: shape[0] varies slowest */
     const uint8_t *data;             /* borrowed from a mapping of the set */
     uint64_t nbytes;                 /* numel * element size, checked */
@@ -43,7 +43,7 @@ typedef struct bn_tensor_set {
         void *p;
         size_t size;
         int kind; /* 0 borrowed, 1 mmap, 2 malloc */
-    } *maps;
+    } * maps;
     size_t n_maps, cap_maps;
 } bn_tensor_set;
 

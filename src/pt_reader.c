@@ -135,10 +135,11 @@ static bn_status zip_read(const uint8_t *p, size_t size, zentry **out, size_t *n
         uint64_t data = lho + 30 + (uint64_t)rd16(p + lho + 26) + rd16(p + lho + 28);
         if (data > size || usize > size - data) {
             free(e);
-            return bn_fail(err, BN_ERR_FORMAT,
-                           "pt: zip entry '%.*s' (%llu bytes at %llu) runs past the end of the file",
-                           (int)(nlen > 200 ? 200 : nlen), (const char *)c + 46,
-                           (unsigned long long)usize, (unsigned long long)data);
+            return bn_fail(
+                err, BN_ERR_FORMAT,
+                "pt: zip entry '%.*s' (%llu bytes at %llu) runs past the end of the file",
+                (int)(nlen > 200 ? 200 : nlen), (const char *)c + 46, (unsigned long long)usize,
+                (unsigned long long)data);
         }
         e[k].name = (const char *)c + 46;
         e[k].name_len = nlen;
@@ -316,8 +317,8 @@ static bn_status resolve_global(pk *k, size_t at, const char *mod, size_t ml, co
         {"torch", "uint8", G_DTYPE, BN_DT_U8},
     };
     for (size_t i = 0; i < sizeof allow / sizeof allow[0]; i++) {
-        if (strlen(allow[i].m) == ml && !memcmp(allow[i].m, mod, ml) &&
-            strlen(allow[i].n) == nl && !memcmp(allow[i].n, name, nl)) {
+        if (strlen(allow[i].m) == ml && !memcmp(allow[i].m, mod, ml) && strlen(allow[i].n) == nl &&
+            !memcmp(allow[i].n, name, nl)) {
             bn_status st = pk_push_new(k, V_GLOBAL, id);
             if (st) return st;
             k->v[*id].sub = (int8_t)allow[i].g;
@@ -357,13 +358,13 @@ static bn_status int_tuple(pk *k, size_t at, uint32_t id, int64_t *out, int *n, 
 }
 
 static bn_status do_reduce(pk *k, size_t at) {
-    uint32_t args, fn;
+    uint32_t args = 0, fn = 0;
     bn_status st = pk_pop(k, at, &args);
     if (!st) st = pk_pop(k, at, &fn);
     if (st) return st;
     const pv *f = &k->v[fn], *a = &k->v[args];
     if (f->kind != V_GLOBAL || a->kind != V_TUPLE) return bad(k, at, "REDUCE of a non-callable");
-    uint32_t id;
+    uint32_t id = 0;
     switch (f->sub) {
     case G_ORDERED_DICT:
         if (a->n_items != 0) return bad(k, at, "OrderedDict() with arguments");
@@ -392,13 +393,12 @@ static bn_status do_reduce(pk *k, size_t at) {
         k->v[id] = t;
         return BN_OK;
     }
-    default:
-        return bad(k, at, "REDUCE of a value that is not callable here");
+    default: return bad(k, at, "REDUCE of a value that is not callable here");
     }
 }
 
 static bn_status do_persid(pk *k, size_t at) {
-    uint32_t tid;
+    uint32_t tid = 0;
     bn_status st = pk_pop(k, at, &tid);
     if (st) return st;
     const pv *t = &k->v[tid];
@@ -407,7 +407,7 @@ static bn_status do_persid(pk *k, size_t at) {
         k->v[t->items[2]].kind != V_STR || k->v[t->items[4]].kind != V_INT) {
         return bad(k, at, "persistent id is not ('storage', torch.*Storage, key, location, numel)");
     }
-    uint32_t id;
+    uint32_t id = 0;
     int dt = k->v[t->items[1]].gsub;
     const pv key = k->v[t->items[2]];
     int64_t numel = k->v[t->items[4]].i;
@@ -448,7 +448,7 @@ static bn_status memo_get(pk *k, size_t at, uint64_t key) {
 
 static bn_status push_str(pk *k, size_t at, uint64_t len) {
     bn_status st = need(k, at, len);
-    uint32_t id;
+    uint32_t id = 0;
     if (!st) st = pk_push_new(k, V_STR, &id);
     if (st) return st;
     k->v[id].s = (const char *)k->p + k->pos;
@@ -458,7 +458,7 @@ static bn_status push_str(pk *k, size_t at, uint64_t len) {
 }
 
 static bn_status push_int(pk *k, int64_t x) {
-    uint32_t id;
+    uint32_t id = 0;
     bn_status st = pk_push_new(k, V_INT, &id);
     if (!st) k->v[id].i = x;
     return st;
@@ -467,8 +467,8 @@ static bn_status push_int(pk *k, int64_t x) {
 /* Runs the pickle; on success *root is the value left by STOP. */
 static bn_status unpickle(pk *k, uint32_t *root) {
     bn_status st = BN_OK;
-    uint32_t id, a, b;
-    size_t first;
+    uint32_t id = 0, a = 0, b = 0;
+    size_t first = 0;
     while (st == BN_OK) {
         size_t at = k->pos;
         if (k->pos >= k->n) return bad(k, at, "pickle ends without STOP");
@@ -493,15 +493,9 @@ static bn_status unpickle(pk *k, uint32_t *root) {
                 return bn_fail(k->err, BN_ERR_NOMEM, "pt: out of memory");
             k->marks[k->nm++] = k->ns;
             break;
-        case '}':
-            st = pk_push_new(k, V_DICT, &id);
-            break;
-        case ']':
-            st = pk_push_new(k, V_LIST, &id);
-            break;
-        case ')':
-            st = pk_push_new(k, V_TUPLE, &id);
-            break;
+        case '}': st = pk_push_new(k, V_DICT, &id); break;
+        case ']': st = pk_push_new(k, V_LIST, &id); break;
+        case ')': st = pk_push_new(k, V_TUPLE, &id); break;
         case 't':
             st = pk_pop_mark(k, at, &first);
             if (!st) st = make_tuple(k, first, &id);
@@ -582,9 +576,7 @@ static bn_status unpickle(pk *k, uint32_t *root) {
                 k->pos += 8;
             }
             break;
-        case 'N':
-            st = pk_push_new(k, V_NONE, &id);
-            break;
+        case 'N': st = pk_push_new(k, V_NONE, &id); break;
         case 0x88:
         case 0x89:
             st = pk_push_new(k, V_BOOL, &id);
@@ -598,8 +590,7 @@ static bn_status unpickle(pk *k, uint32_t *root) {
             const char *nl2 = memchr(nl1 + 1, '\n', rem - (size_t)(nl1 + 1 - s));
             if (!nl2) return bad(k, at, "unterminated GLOBAL");
             k->pos += (size_t)(nl2 + 1 - s);
-            st = resolve_global(k, at, s, (size_t)(nl1 - s), nl1 + 1, (size_t)(nl2 - nl1 - 1),
-                                &id);
+            st = resolve_global(k, at, s, (size_t)(nl1 - s), nl1 + 1, (size_t)(nl2 - nl1 - 1), &id);
             break;
         }
         case 0x93: /* STACK_GLOBAL */
@@ -622,9 +613,7 @@ static bn_status unpickle(pk *k, uint32_t *root) {
                 st = memo_put(k, at, key);
             }
             break;
-        case 0x94: /* MEMOIZE */
-            st = memo_put(k, at, k->nmemo);
-            break;
+        case 0x94: /* MEMOIZE */ st = memo_put(k, at, k->nmemo); break;
         case 'h':
             st = need(k, at, 1);
             if (!st) st = memo_get(k, at, k->p[k->pos++]);
@@ -671,21 +660,15 @@ static bn_status unpickle(pk *k, uint32_t *root) {
                 st = item_add(k, k->stack[first - 1], k->stack[i]);
             k->ns = first;
             break;
-        case 'R':
-            st = do_reduce(k, at);
-            break;
-        case 'Q':
-            st = do_persid(k, at);
-            break;
+        case 'R': st = do_reduce(k, at); break;
+        case 'Q': st = do_persid(k, at); break;
         case 'b': /* BUILD: only the state of an OrderedDict (its _metadata) */
             st = pk_pop(k, at, &a);
             if (st) break;
             if (k->ns == 0 || k->v[k->stack[k->ns - 1]].kind != V_DICT)
                 return bad(k, at, "BUILD of something other than a dict");
             break;
-        case '0':
-            st = pk_pop(k, at, &a);
-            break;
+        case '0': st = pk_pop(k, at, &a); break;
         case '1':
             st = pk_pop_mark(k, at, &first);
             if (!st) k->ns = first;
@@ -776,7 +759,8 @@ bn_status bn_pt_parse(const void *data, size_t size, bn_tensor_set *out, bn_erro
         /* The root dict; one level of nesting ({"model": state_dict}) is
          * looked into. Values that are not tensors are ignored. */
         const pv *r = &k.v[root];
-        if (r->kind != V_DICT) st = bn_fail(err, BN_ERR_FORMAT, "pt: the pickled object is not a dict");
+        if (r->kind != V_DICT)
+            st = bn_fail(err, BN_ERR_FORMAT, "pt: the pickled object is not a dict");
         size_t before = out->n;
         for (size_t i = 0; !st && r->kind == V_DICT && i + 1 < r->n_items; i += 2) {
             const pv *key = &k.v[r->items[i]], *val = &k.v[r->items[i + 1]];
@@ -790,7 +774,8 @@ bn_status bn_pt_parse(const void *data, size_t size, bn_tensor_set *out, bn_erro
                 }
             }
         }
-        if (!st && out->n == before) st = bn_fail(err, BN_ERR_FORMAT, "pt: the dict holds no tensors");
+        if (!st && out->n == before)
+            st = bn_fail(err, BN_ERR_FORMAT, "pt: the dict holds no tensors");
     }
     for (size_t i = 0; i < k.nv; i++)
         free(k.v[i].items);

@@ -120,8 +120,9 @@ bn_status bn_safetensors_parse(const void *data, size_t size, bn_tensor_set *out
         }
         size_t nd = bn_json_len(sh);
         if (nd > BN_CKPT_MAX_DIMS) {
-            st = bn_fail(err, BN_ERR_UNSUPPORTED, "safetensors: tensor '%.200s' has %zu dims (max %d)",
-                         key, nd, BN_CKPT_MAX_DIMS);
+            st = bn_fail(err, BN_ERR_UNSUPPORTED,
+                         "safetensors: tensor '%.200s' has %zu dims (max %d)", key, nd,
+                         BN_CKPT_MAX_DIMS);
             break;
         }
         int64_t shape[BN_CKPT_MAX_DIMS] = {0};
@@ -131,9 +132,9 @@ bn_status bn_safetensors_parse(const void *data, size_t size, bn_tensor_set *out
             int64_t x;
             if (!bn_json_int(e, &x) || x < 0 || x > ((int64_t)1 << 40) ||
                 !bn_mul_u64(numel, (uint64_t)x, &numel)) {
-                st = bn_fail(err, BN_ERR_FORMAT,
-                             "safetensors: tensor '%.200s': shape[%zu] is not a valid size", key,
-                             d);
+                st =
+                    bn_fail(err, BN_ERR_FORMAT,
+                            "safetensors: tensor '%.200s': shape[%zu] is not a valid size", key, d);
                 break;
             }
             shape[d] = x;
@@ -166,7 +167,8 @@ bn_status bn_safetensors_parse(const void *data, size_t size, bn_tensor_set *out
         qsort(spans, n_spans, sizeof *spans, cmp_span);
         for (size_t i = 1; i < n_spans; i++) {
             if (spans[i].b < spans[i - 1].e && spans[i].e > spans[i].b) {
-                st = bn_fail(err, BN_ERR_FORMAT, "safetensors: tensors '%.200s' and '%.200s' overlap",
+                st = bn_fail(err, BN_ERR_FORMAT,
+                             "safetensors: tensors '%.200s' and '%.200s' overlap",
                              out->t[spans[i - 1].idx].name, out->t[spans[i].idx].name);
                 break;
             }
@@ -276,8 +278,8 @@ static bn_status open_index(const char *dir, const char *index, bn_tensor_set *o
     /* And every listed tensor must exist. */
     for (const bn_json_val *v = bn_json_first(wm); v && st == BN_OK; v = bn_json_next(v)) {
         if (!bn_tset_find(out, bn_json_key(v, NULL))) {
-            st = bn_fail(err, BN_ERR_FORMAT, "%s: tensor '%.200s' is missing from its shard",
-                         index, bn_json_key(v, NULL));
+            st = bn_fail(err, BN_ERR_FORMAT, "%s: tensor '%.200s' is missing from its shard", index,
+                         bn_json_key(v, NULL));
         }
     }
     free(files);

@@ -38,8 +38,7 @@ static PyObject *py_checkpoint_to_gguf(PyObject *self, PyObject *args, PyObject 
     (void)self;
     static char *kwlist[] = {"src",        "dst",       "weight_type", "head_type",
                              "pt_variant", "tokenizer", "progress",    NULL};
-    PyObject *src_o = NULL, *dst_o = Py_None, *wt_o = Py_None, *ht_o = Py_None,
-             *prog_o = Py_None;
+    PyObject *src_o = NULL, *dst_o = Py_None, *wt_o = Py_None, *ht_o = Py_None, *prog_o = Py_None;
     int pt_variant = 0, tokenizer = 1;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OOOipO", kwlist, &src_o, &dst_o, &wt_o, &ht_o,
                                      &pt_variant, &tokenizer, &prog_o))

@@ -102,11 +102,15 @@ static unsigned char *make_zip(const zent *e, int n, int zip64, size_t *size) {
 
 /* A state dict {"w": bf16 tensor [2, 3] at storage offset 1} by hand
  * (protocol 2, as torch.save writes it). */
-static const char PKL_OK[] =
-    "\x80\x02}q\x00(X\x01\x00\x00\x00wq\x01" "ctorch._utils\n_rebuild_tensor_v2\nq\x02((X\x07\x00\x00"
-    "\x00storageq\x03" "ctorch\nBFloat16Storage\nq\x04X\x01\x00\x00\x00" "0q\x05X\x03\x00\x00\x00" "cpuq"
-    "\x06K\x07tq\x07QK\x01K\x02K\x03\x86q\x08K\x03K\x01\x86q\t\x89" "ccollections\nOrderedDict\nq\n)Rq"
-    "\x0btq\x0cRq\ru.";
+static const char PKL_OK[] = "\x80\x02}q\x00(X\x01\x00\x00\x00wq\x01"
+                             "ctorch._utils\n_rebuild_tensor_v2\nq\x02((X\x07\x00\x00"
+                             "\x00storageq\x03"
+                             "ctorch\nBFloat16Storage\nq\x04X\x01\x00\x00\x00"
+                             "0q\x05X\x03\x00\x00\x00"
+                             "cpuq"
+                             "\x06K\x07tq\x07QK\x01K\x02K\x03\x86q\x08K\x03K\x01\x86q\t\x89"
+                             "ccollections\nOrderedDict\nq\n)Rq"
+                             "\x0btq\x0cRq\ru.";
 
 static int g_verify = 1; /* check the tensor of PKL_OK after a successful parse */
 
@@ -187,10 +191,17 @@ static void test_malicious(void) {
         /* os.system("touch pwned") via GLOBAL + REDUCE (protocol 2) */
         {PK("\x80\x02}q\x00X\x01\x00\x00\x00xcos\nsystem\nX\x0b\x00\x00\x00touch pwned\x85Rs."),
          "global 'os.system' is not allowed"},
-        {PK("\x80\x02" "cposix\nsystem\nX\x02\x00\x00\x00id\x85R."), "'posix.system'"},
-        {PK("\x80\x02" "c__builtin__\neval\n."), "'__builtin__.eval'"},
+        {PK("\x80\x02"
+            "cposix\nsystem\nX\x02\x00\x00\x00id\x85R."),
+         "'posix.system'"},
+        {PK("\x80\x02"
+            "c__builtin__\neval\n."),
+         "'__builtin__.eval'"},
         /* STACK_GLOBAL (protocol 4) builtins.exec */
-        {PK("\x80\x04\x8c\x08" "builtins\x8c\x04" "exec\x93."), "'builtins.exec'"},
+        {PK("\x80\x04\x8c\x08"
+            "builtins\x8c\x04"
+            "exec\x93."),
+         "'builtins.exec'"},
         /* INST, OBJ, NEWOBJ, EXT1 opcodes */
         {PK("(cos\nsystem\n."), "'os.system'"},
         {PK("(ios\nsystem\nS'id'\n."), "opcode 0x69"},
@@ -198,12 +209,20 @@ static void test_malicious(void) {
         {PK("\x80\x02\x82\x01."), "opcode 0x82"},
         {PK("\x80\x02o."), "opcode 0x6f"},
         /* torch globals outside the list */
-        {PK("\x80\x02" "ctorch\nload\n."), "'torch.load'"},
-        {PK("\x80\x02" "ctorch._utils\n_rebuild_qtensor\n."), "not allowed"},
+        {PK("\x80\x02"
+            "ctorch\nload\n."),
+         "'torch.load'"},
+        {PK("\x80\x02"
+            "ctorch._utils\n_rebuild_qtensor\n."),
+         "not allowed"},
         /* REDUCE of OrderedDict with arguments */
-        {PK("\x80\x02" "ccollections\nOrderedDict\nK\x01\x85R."), "arguments"},
+        {PK("\x80\x02"
+            "ccollections\nOrderedDict\nK\x01\x85R."),
+         "arguments"},
         /* persistent id of the wrong shape */
-        {PK("\x80\x02X\x01\x00\x00\x00" "aQ."), "persistent id"},
+        {PK("\x80\x02X\x01\x00\x00\x00"
+            "aQ."),
+         "persistent id"},
         /* not a dict at the top */
         {PK("\x80\x02]q\x00."), "not a dict"},
         {PK("\x80\x02}q\x00."), "no tensors"},
@@ -325,8 +344,8 @@ static void test_fixture(void) {
  * state_dict with its _metadata, a nested {"model": ...}, two tensors sharing
  * one storage, an nn.Parameter) all parse. */
 static void test_seeds(void) {
-    const char *seeds[] = {"bf16.pt", "int8.pt", "state_dict.pt", "nested.pt", "shared.pt",
-                           "param.pt"};
+    const char *seeds[] = {"bf16.pt",   "int8.pt",   "state_dict.pt",
+                           "nested.pt", "shared.pt", "param.pt"};
     const size_t want[] = {1, 2, 2, 1, 2, 1};
     for (int i = 0; i < 6; i++) {
         char p[256];

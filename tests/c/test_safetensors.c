@@ -84,8 +84,8 @@ static void test_bad_headers(void) {
     } cases[] = {
         {"[1]", 0, BN_ERR_FORMAT, "not a JSON object"},
         {"{\"a\":", 0, BN_ERR_FORMAT, "JSON"},
-        {"{\"a\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8,
-         BN_ERR_UNSUPPORTED, "F64"},
+        {"{\"a\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8, BN_ERR_UNSUPPORTED,
+         "F64"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, BN_ERR_FORMAT,
          "bytes for"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4, BN_ERR_FORMAT,
@@ -146,7 +146,8 @@ static void test_sharded(void) {
     }
     char p[256];
     size_t n;
-    unsigned char *a = make_st("{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, &n);
+    unsigned char *a =
+        make_st("{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, &n);
     snprintf(p, sizeof p, "%s/m-1.safetensors", dir);
     write_file(p, a, n);
     free(a);
@@ -154,7 +155,8 @@ static void test_sharded(void) {
     snprintf(p, sizeof p, "%s/m-2.safetensors", dir);
     write_file(p, a, n);
     free(a);
-    const char *idx = "{\"metadata\":{},\"weight_map\":{\"x\":\"m-1.safetensors\",\"y\":\"m-2.safetensors\"}}";
+    const char *idx =
+        "{\"metadata\":{},\"weight_map\":{\"x\":\"m-1.safetensors\",\"y\":\"m-2.safetensors\"}}";
     snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
     write_file(p, idx, strlen(idx));
     bn_tensor_set ts;
