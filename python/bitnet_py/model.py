@@ -25,6 +25,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: Live models (weak references), for get_memory_stats().
 _LIVE: "weakref.WeakSet[BitNetModel]" = weakref.WeakSet()
 
+#: Engines (tokenizer x context size) kept per model.
+_MAX_ENGINES = 8
+
 FORMATS = ("auto", "gguf", "safetensors", "pt", "checkpoint", "huggingface")
 
 
@@ -89,6 +92,8 @@ class BitNetModel:
         self._engines: dict[tuple[int, int], Engine] = {}
         self._lock = threading.Lock()
         self.tokenizer_path: Optional[str] = None
+        self._prefer_tokenizer_file = False
+        self._file_tokenizer: Optional[_core.Tokenizer] = None
         self.n_ctx = 0
         _LIVE.add(self)
 
@@ -112,6 +117,9 @@ class BitNetModel:
         self.model_path = core.path
         self.n_ctx = check_int("n_ctx", n_ctx, 0)
         self.tokenizer_path = tokenizer_path or _find_tokenizer_near(path)
+        # a tokenizer file given explicitly, or found in a checkpoint
+        # directory, is preferred over the GGUF's own vocabulary
+        self._prefer_tokenizer_file = tokenizer_path is not None
         return self
 
     @classmethod
@@ -139,6 +147,8 @@ class BitNetModel:
         if not os.path.exists(p):
             raise _not_found("Model directory", p, "check the path; bitnet_py never downloads models")
         m = cls._load(resolve_checkpoint(p), device, model_args=model_args, **kw)
+        if os.path.isdir(p) and m.tokenizer_path is not None:
+            m._prefer_tokenizer_file = True
         return m
 
     # -- engine ---------------------------------------------------------------
@@ -157,15 +167,22 @@ class BitNetModel:
         tokenizer file next to it)."""
         core = self.core
         tok = as_core_tokenizer(tokenizer)
-        if tok is None and self.tokenizer_path is not None and not core.has_tokenizer:
-            tok = as_core_tokenizer(self.tokenizer_path)
+        if tok is None and self.tokenizer_path is not None and (
+                self._prefer_tokenizer_file or not core.has_tokenizer):
+            with self._lock:
+                if self._file_tokenizer is None:
+                    self._file_tokenizer = as_core_tokenizer(self.tokenizer_path)
+                tok = self._file_tokenizer
         nc = self.n_ctx if n_ctx is None else n_ctx
         key = (id(tok), nc)
         with self._lock:
             eng = self._engines.get(key)
-            if eng is None or eng.tokenizer is not tok and tok is not None:
+            if eng is None or (tok is not None and eng.tokenizer is not tok):
                 eng = Engine(core, tok, n_ctx=nc)
                 self._engines[key] = eng
+                while len(self._engines) > _MAX_ENGINES:  # oldest first
+                    old = self._engines.pop(next(iter(self._engines)))
+                    old.clear_pool()
             return eng
 
     # -- the original's methods ----------------------------------------------
