@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "model.h"
+#include "profile.h"
 
 #define MAX_THREADS 512
 
@@ -30,6 +31,9 @@ struct bn_context {
     int32_t logits_cap; /* rows allocated */
     int32_t n_out;
     int32_t n_tokens; /* tokens of the last successful decode */
+    /* Profiling (profile.h): counters, used while prof_on. */
+    int prof_on;
+    bn_profile prof;
 };
 
 bn_context_params bn_context_default_params(void) {
@@ -229,6 +233,11 @@ bn_status bn_decode(bn_context *c, const bn_batch *batch, bn_error *err) {
     a.logits = c->logits;
     a.abort_fn = c->abort_fn;
     a.abort_user = c->abort_user;
+    a.profile = c->prof_on ? &c->prof : NULL;
+    if (a.profile) {
+        c->prof.steps++;
+        c->prof.tokens += (uint64_t)n;
+    }
     st = bn_forward(c->model, &c->rs, &c->kv, c->pool, &a, err);
     if (st != BN_OK) return st;
     for (int32_t s = 0; s < c->n_seq; s++)
@@ -236,6 +245,18 @@ bn_status bn_decode(bn_context *c, const bn_batch *batch, bn_error *err) {
     c->n_out = n_out;
     c->n_tokens = n;
     return bn_ok(err);
+}
+
+void bn_context_profile(bn_context *c, int enable, bn_profile *out) {
+    if (!c) return;
+    if (out) {
+        out->steps += c->prof.steps;
+        out->tokens += c->prof.tokens;
+        for (int i = 0; i < BN_PROF_COUNT; i++)
+            out->seconds[i] += c->prof.seconds[i];
+    }
+    if (enable) memset(&c->prof, 0, sizeof c->prof);
+    c->prof_on = enable != 0;
 }
 
 const float *bn_get_logits(const bn_context *c, int32_t i) {

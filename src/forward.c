@@ -30,7 +30,36 @@
 #include <stdlib.h>
 
 #include "model.h"
+#include "profile.h"
 #include "quant.h"
+
+#include <time.h>
+
+/* ------------------------------------------------------------------------ */
+/* Profiling (profile.h): a clock read per phase, only when asked for       */
+/* ------------------------------------------------------------------------ */
+
+static const char *const k_prof_names[BN_PROF_COUNT] = {
+    "embed", "norm", "quant", "qkv", "rope_kv", "attn", "wo", "gate_up", "ffn_act", "down", "head"};
+
+const char *bn_profile_name(int phase) {
+    return phase >= 0 && phase < BN_PROF_COUNT ? k_prof_names[phase] : "?";
+}
+
+static double prof_now(const bn_profile *p) {
+    if (!p) return 0.0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Adds the time since *t to phase ph and restarts *t. */
+static void prof_add(bn_profile *p, int ph, double *t) {
+    if (!p) return;
+    const double n = prof_now(p);
+    p->seconds[ph] += n - *t;
+    *t = n;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Small float ops                                                          */
@@ -141,7 +170,8 @@ static void mat_task(void *arg, int ith, int nth) {
  * BitLinear quantizes that input once for all of them. */
 static void matmul(const bn_model *m, RunState *s, bn_threadpool *pool, int bitlinear, int n_mat,
                    const bn_tensor *w0, const bn_tensor *w1, const bn_tensor *w2, float *o0,
-                   float *o1, float *o2, const float *x, int64_t n_tok) {
+                   float *o1, float *o2, const float *x, int64_t n_tok, bn_profile *prof,
+                   double *pt) {
     const int nth = bn_threadpool_n_threads(pool);
     MatJob j;
     memset(&j, 0, sizeof j);
@@ -159,6 +189,7 @@ static void matmul(const bn_model *m, RunState *s, bn_threadpool *pool, int bitl
         }
         j.q = s->qa;
         j.ascale = s->ascale;
+        prof_add(prof, BN_PROF_QUANT, pt);
     } else {
         j.x = x;
     }
@@ -170,6 +201,7 @@ static void matmul(const bn_model *m, RunState *s, bn_threadpool *pool, int bitl
 /* ------------------------------------------------------------------------ */
 
 typedef struct AttnJob {
+    const bn_kernels *k;
     const Config *c;
     const KVCache *kv;
     RunState *s;
@@ -178,21 +210,6 @@ typedef struct AttnJob {
     const int32_t *seq;
     int64_t n_tok;
 } AttnJob;
-
-/* Dot product with 8 independent partial sums, which compilers vectorize
- * without -ffast-math (a fixed order, so results do not depend on threads). */
-static float dot(const float *a, const float *b, int n) {
-    float acc[8] = {0};
-    int e = 0;
-    for (; e + 8 <= n; e += 8) {
-        for (int k = 0; k < 8; k++)
-            acc[k] += a[e + k] * b[e + k];
-    }
-    float sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; e < n; e++)
-        sum += a[e] * b[e];
-    return sum;
-}
 
 /* One (token, head) pair per item, interleaved across threads: the token at
  * position p of sequence q attends to positions 0..p of q (its own K/V are
@@ -213,29 +230,8 @@ static void attn_task(void *arg, int ith, int nth) {
         const float *qh = s->q + t * c->q_dim + (int64_t)h * hd;
         const int32_t p = j->pos[t];
         const size_t base = kv_cache_offset(kv, j->seq[t], j->layer, 0) + (size_t)(h / group) * hd;
-        const float *kb = kv->k + base;
-        const float *vb = kv->v + base;
-        float mx = -INFINITY;
-        for (int32_t i = 0; i <= p; i++) {
-            const float d = dot(qh, kb + (size_t)i * kv->kv_dim, hd) * scale;
-            att[i] = d;
-            if (d > mx) mx = d;
-        }
-        float sum = 0.0f;
-        for (int32_t i = 0; i <= p; i++) {
-            att[i] = expf(att[i] - mx);
-            sum += att[i];
-        }
-        const float inv = 1.0f / sum;
         float *o = s->xb + t * c->q_dim + (int64_t)h * hd;
-        for (int e = 0; e < hd; e++)
-            o[e] = 0.0f;
-        for (int32_t i = 0; i <= p; i++) {
-            const float a = att[i] * inv;
-            const float *vr = vb + (size_t)i * kv->kv_dim;
-            for (int e = 0; e < hd; e++)
-                o[e] += a * vr[e];
-        }
+        j->k->attn_head(qh, kv->k + base, kv->v + base, kv->kv_dim, p + 1, hd, scale, att, o);
     }
 }
 
@@ -312,15 +308,7 @@ static void tok_step(const TokJob *j, int64_t t) {
     case OP_FFN_ACT: {
         float *g = s->hb + t * FF;
         const float *u = s->hb2 + t * FF;
-        if (c->ffn_relu2) {
-            for (int64_t i = 0; i < FF; i++) {
-                const float r = g[i] > 0.0f ? g[i] : 0.0f;
-                g[i] = r * r * u[i];
-            }
-        } else {
-            for (int64_t i = 0; i < FF; i++)
-                g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-        }
+        m->kernels->ffn_act(g, u, FF, c->ffn_relu2);
         if (c->sub_norms) bn_rmsnorm(g, g, L->ffn_sub_norm, FF, c->norm_eps);
         break;
     }
@@ -364,8 +352,11 @@ bn_status bn_forward(const bn_model *m, RunState *s, KVCache *kv, bn_threadpool 
     const int64_t n_tok = a->n_tok;
     const int bl = c->bitlinear;
     TokJob tj = {m, s, kv, a, NULL, 0, OP_EMBED, 0};
+    bn_profile *P = a->profile;
+    double pt = prof_now(P);
 
     per_token(pool, &tj, OP_EMBED, n_tok);
+    prof_add(P, BN_PROF_EMBED, &pt);
     for (int l = 0; l < c->n_layer; l++) {
         if (a->abort_fn && a->abort_fn(a->abort_user)) {
             return bn_fail(err, BN_ERR_CANCELLED, "decode cancelled before layer %d", l);
@@ -376,25 +367,40 @@ bn_status bn_forward(const bn_model *m, RunState *s, KVCache *kv, bn_threadpool 
 
         /* Attention block. */
         per_token(pool, &tj, OP_ATTN_NORM, n_tok);
-        matmul(m, s, pool, bl, 3, &L->wq, &L->wk, &L->wv, s->q, s->k, s->v, s->xb, n_tok);
+        prof_add(P, BN_PROF_NORM, &pt);
+        matmul(m, s, pool, bl, 3, &L->wq, &L->wk, &L->wv, s->q, s->k, s->v, s->xb, n_tok, P, &pt);
+        prof_add(P, BN_PROF_QKV, &pt);
         per_token(pool, &tj, OP_ROPE_KV, n_tok);
-        AttnJob aj = {c, kv, s, l, a->pos, a->seq, n_tok};
+        prof_add(P, BN_PROF_ROPE_KV, &pt);
+        AttnJob aj = {m->kernels, c, kv, s, l, a->pos, a->seq, n_tok};
         bn_threadpool_run(pool, attn_task, &aj);
+        prof_add(P, BN_PROF_ATTN, &pt);
         if (c->sub_norms) per_token(pool, &tj, OP_SUB_NORM, n_tok);
-        matmul(m, s, pool, bl, 1, &L->wo, NULL, NULL, s->xb2, NULL, NULL, s->xb, n_tok);
+        prof_add(P, BN_PROF_NORM, &pt);
+        matmul(m, s, pool, bl, 1, &L->wo, NULL, NULL, s->xb2, NULL, NULL, s->xb, n_tok, P, &pt);
+        prof_add(P, BN_PROF_WO, &pt);
 
         /* Feed-forward block (OP_FFN_NORM adds the attention output first). */
         per_token(pool, &tj, OP_FFN_NORM, n_tok);
-        matmul(m, s, pool, bl, 2, &L->w_gate, &L->w_up, NULL, s->hb, s->hb2, NULL, s->xb, n_tok);
+        prof_add(P, BN_PROF_NORM, &pt);
+        matmul(m, s, pool, bl, 2, &L->w_gate, &L->w_up, NULL, s->hb, s->hb2, NULL, s->xb, n_tok, P,
+               &pt);
+        prof_add(P, BN_PROF_GATE_UP, &pt);
         per_token(pool, &tj, OP_FFN_ACT, n_tok);
-        matmul(m, s, pool, bl, 1, &L->w_down, NULL, NULL, s->xb2, NULL, NULL, s->hb, n_tok);
+        prof_add(P, BN_PROF_FFN_ACT, &pt);
+        matmul(m, s, pool, bl, 1, &L->w_down, NULL, NULL, s->xb2, NULL, NULL, s->hb, n_tok, P, &pt);
+        prof_add(P, BN_PROF_DOWN, &pt);
         per_token(pool, &tj, OP_RESIDUAL, n_tok);
+        prof_add(P, BN_PROF_NORM, &pt);
     }
 
     /* Head, only for the tokens that asked for logits. */
     if (a->n_out > 0) {
         per_token(pool, &tj, OP_OUT_NORM, a->n_out);
-        matmul(m, s, pool, 0, 1, &m->output, NULL, NULL, a->logits, NULL, NULL, s->xb, a->n_out);
+        prof_add(P, BN_PROF_NORM, &pt);
+        matmul(m, s, pool, 0, 1, &m->output, NULL, NULL, a->logits, NULL, NULL, s->xb, a->n_out, P,
+               &pt);
+        prof_add(P, BN_PROF_HEAD, &pt);
     }
     return bn_ok(err);
 }

@@ -44,6 +44,16 @@ typedef void (*bn_matmul_i8_fn)(const bn_tensor *w, const int8_t *q, const float
 typedef void (*bn_matmul_f32_fn)(const bn_tensor *w, const float *x, int64_t n_tok, float *out,
                                  int64_t out_stride, int64_t r0, int64_t r1);
 
+/* Attention of one query head over n_pos cached positions of its KV head:
+ * o[e] = sum_i softmax_i(scale * q . k_i) v_i[e], e < hd; k_i = k + i *
+ * kv_stride (v likewise); att is scratch of n_pos floats. */
+typedef void (*bn_attn_head_fn)(const float *q, const float *k, const float *v, int64_t kv_stride,
+                                int32_t n_pos, int hd, float scale, float *att, float *o);
+
+/* FFN gate activation in place: g[i] = act(g[i]) * u[i], act = relu(x)^2
+ * when relu2, else SiLU x / (1 + exp(-x)). */
+typedef void (*bn_ffn_act_fn)(float *g, const float *u, int64_t n, int relu2);
+
 typedef struct bn_kernels {
     const char *name;
     bn_quantize_act_fn quantize_act;
@@ -59,9 +69,17 @@ typedef struct bn_kernels {
      * columns (scale max|x| / 127, as llama.cpp's Q8_K) and takes integer
      * dot products, so it differs from float math by that rounding. */
     uint64_t f32_int8_act;
+    bn_attn_head_fn attn_head;
+    bn_ffn_act_fn ffn_act;
     size_t (*packed_size)(const bn_tensor *w);
     void (*pack)(bn_tensor *w, void *dst);
 } bn_kernels;
+
+/* The reference attention and FFN activation (kernels_ref.c), which sets
+ * without their own use. */
+void bn_ref_attn_head(const float *q, const float *k, const float *v, int64_t kv_stride,
+                      int32_t n_pos, int hd, float scale, float *att, float *o);
+void bn_ref_ffn_act(float *g, const float *u, int64_t n, int relu2);
 
 /* The portable reference set. */
 const bn_kernels *bn_kernels_reference(void);

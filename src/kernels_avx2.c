@@ -240,6 +240,8 @@ static const bn_kernels k_avx2 = {
             [BN_TYPE_TQ2_0] = bn_avx2_matmul_float,
             [BN_TYPE_I2_S] = bn_avx2_matmul_float,
         },
+    .attn_head = bn_ref_attn_head,
+    .ffn_act = bn_ref_ffn_act,
 };
 
 const bn_kernels *bn_kernels_avx2(void) { return &k_avx2; }

@@ -38,6 +38,7 @@
 #include "quant.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 enum { BN_LAYOUT_R16 = 1 };
@@ -437,6 +438,106 @@ static void avx512_matmul_q8act(const bn_tensor *w, const float *x, int64_t n_to
     bn_aligned_free(ha);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Attention and FFN activation                                             */
+/* ------------------------------------------------------------------------ */
+
+/* e^x for 16 floats: x = n ln2 + r, |r| <= ln2 / 2, e^r by its degree-6
+ * Taylor polynomial (relative error < 2e-7, about expf's), times 2^n by
+ * vscalefps. Inputs below -87.3 give 0 (softmax weights, SiLU of large
+ * negatives), above 88.7 give +inf, as expf. */
+static inline __m512 exp512(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x); /* a NaN x stays NaN */
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* Head dims that are a multiple of 16 up to 256: the output stays in
+ * registers while the positions stream by. */
+#define ATT_MAXV 16
+
+static void avx512_attn_head(const float *q, const float *k, const float *v, int64_t kv_stride,
+                             int32_t n_pos, int hd, float scale, float *att, float *o) {
+    if (hd % 16 != 0 || hd / 16 > ATT_MAXV) {
+        bn_ref_attn_head(q, k, v, kv_stride, n_pos, hd, scale, att, o);
+        return;
+    }
+    const int nv = hd / 16;
+    __m512 qv[ATT_MAXV];
+    for (int e = 0; e < nv; e++)
+        qv[e] = _mm512_loadu_ps(q + 16 * e);
+    float mx = -INFINITY;
+    for (int32_t i = 0; i < n_pos; i++) {
+        const float *kr = k + (size_t)i * (size_t)kv_stride;
+        __m512 s0 = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr));
+        __m512 s1 = _mm512_setzero_ps();
+        for (int e = 1; e < nv; e++) {
+            if (e & 1) {
+                s1 = _mm512_fmadd_ps(qv[e], _mm512_loadu_ps(kr + 16 * e), s1);
+            } else {
+                s0 = _mm512_fmadd_ps(qv[e], _mm512_loadu_ps(kr + 16 * e), s0);
+            }
+        }
+        const float d = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) * scale;
+        att[i] = d;
+        if (d > mx) mx = d;
+    }
+    const __m512 vmx = _mm512_set1_ps(mx);
+    __m512 vsum = _mm512_setzero_ps();
+    int32_t i = 0;
+    for (; i + 16 <= n_pos; i += 16) {
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(att + i), vmx));
+        _mm512_storeu_ps(att + i, e);
+        vsum = _mm512_add_ps(vsum, e);
+    }
+    if (i < n_pos) {
+        const __mmask16 m = (__mmask16)((1u << (n_pos - i)) - 1u);
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, att + i), vmx));
+        _mm512_mask_storeu_ps(att + i, m, e);
+        vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(m, e));
+    }
+    const float inv = 1.0f / _mm512_reduce_add_ps(vsum);
+    __m512 acc[ATT_MAXV];
+    for (int e = 0; e < nv; e++)
+        acc[e] = _mm512_setzero_ps();
+    for (int32_t p = 0; p < n_pos; p++) {
+        const float *vr = v + (size_t)p * (size_t)kv_stride;
+        const __m512 a = _mm512_set1_ps(att[p]);
+        for (int e = 0; e < nv; e++)
+            acc[e] = _mm512_fmadd_ps(a, _mm512_loadu_ps(vr + 16 * e), acc[e]);
+    }
+    const __m512 vinv = _mm512_set1_ps(inv);
+    for (int e = 0; e < nv; e++)
+        _mm512_storeu_ps(o + 16 * e, _mm512_mul_ps(acc[e], vinv));
+}
+
+static void avx512_ffn_act(float *g, const float *u, int64_t n, int relu2) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 x = _mm512_loadu_ps(g + i), uv = _mm512_loadu_ps(u + i);
+        __m512 y;
+        if (relu2) {
+            const __m512 r = _mm512_max_ps(x, _mm512_setzero_ps());
+            y = _mm512_mul_ps(_mm512_mul_ps(r, r), uv);
+        } else {
+            const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), x));
+            y = _mm512_mul_ps(_mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e)), uv);
+        }
+        _mm512_storeu_ps(g + i, y);
+    }
+    if (i < n) bn_ref_ffn_act(g + i, u + i, n - i, relu2);
+}
+
 static const bn_kernels k_avx512 = {
     .name = "avx512vnni",
     .quantize_act = bn_avx2_quantize_act,
@@ -459,6 +560,8 @@ static const bn_kernels k_avx512 = {
             [BN_TYPE_I2_S] = bn_avx2_matmul_float,
         },
     .f32_int8_act = (1ull << BN_TYPE_Q8_0) | (1ull << BN_TYPE_Q6_K),
+    .attn_head = avx512_attn_head,
+    .ffn_act = avx512_ffn_act,
     .packed_size = avx512_packed_size,
     .pack = avx512_pack,
 };

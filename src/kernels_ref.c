@@ -124,6 +124,57 @@ static void matmul_float(const bn_tensor *w, const float *x, int64_t n_tok, floa
     }
 }
 
+/* Dot product with 8 independent partial sums, which compilers vectorize
+ * without -ffast-math (a fixed order, so results do not depend on threads). */
+static float dot_f32(const float *a, const float *b, int n) {
+    float acc[8] = {0};
+    int e = 0;
+    for (; e + 8 <= n; e += 8) {
+        for (int k = 0; k < 8; k++)
+            acc[k] += a[e + k] * b[e + k];
+    }
+    float sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; e < n; e++)
+        sum += a[e] * b[e];
+    return sum;
+}
+
+void bn_ref_attn_head(const float *q, const float *k, const float *v, int64_t kv_stride,
+                      int32_t n_pos, int hd, float scale, float *att, float *o) {
+    float mx = -INFINITY;
+    for (int32_t i = 0; i < n_pos; i++) {
+        const float d = dot_f32(q, k + (size_t)i * (size_t)kv_stride, hd) * scale;
+        att[i] = d;
+        if (d > mx) mx = d;
+    }
+    float sum = 0.0f;
+    for (int32_t i = 0; i < n_pos; i++) {
+        att[i] = expf(att[i] - mx);
+        sum += att[i];
+    }
+    const float inv = 1.0f / sum;
+    for (int e = 0; e < hd; e++)
+        o[e] = 0.0f;
+    for (int32_t i = 0; i < n_pos; i++) {
+        const float a = att[i] * inv;
+        const float *vr = v + (size_t)i * (size_t)kv_stride;
+        for (int e = 0; e < hd; e++)
+            o[e] += a * vr[e];
+    }
+}
+
+void bn_ref_ffn_act(float *g, const float *u, int64_t n, int relu2) {
+    if (relu2) {
+        for (int64_t i = 0; i < n; i++) {
+            const float r = g[i] > 0.0f ? g[i] : 0.0f;
+            g[i] = r * r * u[i];
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}
+
 static const bn_kernels k_reference = {
     .name = "reference",
     .quantize_act = ref_quantize_act,
@@ -145,6 +196,8 @@ static const bn_kernels k_reference = {
             [BN_TYPE_TQ2_0] = matmul_float,
             [BN_TYPE_I2_S] = matmul_float,
         },
+    .attn_head = bn_ref_attn_head,
+    .ffn_act = bn_ref_ffn_act,
 };
 
 const bn_kernels *bn_kernels_reference(void) { return &k_reference; }

@@ -132,6 +132,7 @@ typedef struct ForwardArgs {
     float *logits;
     bn_abort_fn abort_fn;
     void *abort_user;
+    struct bn_profile *profile; /* NULL: not profiling (profile.h) */
 } ForwardArgs;
 
 bn_status bn_forward(const bn_model *m, RunState *s, KVCache *kv, bn_threadpool *pool,

@@ -414,6 +414,49 @@ static void test_packed(const bn_kernels *k, int64_t n_rows, int64_t n_cols, int
     tcase_free(&c);
 }
 
+/* Attention of one head and the FFN activation against the reference set
+ * (float math in another order, a polynomial exp: relative 1e-5). */
+static void test_attn_act(const bn_kernels *k) {
+    const bn_kernels *ref = bn_kernels_reference();
+    enum { HD = 128, STRIDE = 640, NPOS = 77 };
+    float *kc = malloc(sizeof(float) * STRIDE * NPOS), *vc = malloc(sizeof(float) * STRIDE * NPOS);
+    float q[HD], att[NPOS], o1[HD], o2[HD], g1[1000], g2[1000], u[1000];
+    if (!kc || !vc) {
+        CHECK(0 && "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < STRIDE * NPOS; i++) {
+        kc[i] = rnd_uniform(-1, 1);
+        vc[i] = rnd_uniform(-1, 1);
+    }
+    for (int i = 0; i < HD; i++)
+        q[i] = rnd_uniform(-3, 3);
+    for (int n = 1; n <= NPOS; n += 19) {
+        ref->attn_head(q, kc + 128, vc + 128, STRIDE, n, HD, 0.088f, att, o1);
+        k->attn_head(q, kc + 128, vc + 128, STRIDE, n, HD, 0.088f, att, o2);
+        int bad = 0;
+        for (int i = 0; i < HD; i++)
+            bad += fabsf(o1[i] - o2[i]) > 1e-5f * (1.0f + fabsf(o1[i]));
+        CHECKF(bad == 0, "%s: attn_head over %d positions: %d values off", k->name, n, bad);
+    }
+    for (int relu2 = 0; relu2 < 2; relu2++) {
+        for (int i = 0; i < 1000; i++) {
+            g1[i] = g2[i] = rnd_uniform(-20, 20);
+            u[i] = rnd_uniform(-2, 2);
+        }
+        g1[0] = g2[0] = -100.0f;
+        ref->ffn_act(g1, u, 1000, relu2);
+        k->ffn_act(g2, u, 1000, relu2);
+        int bad = 0;
+        for (int i = 0; i < 1000; i++)
+            bad += fabsf(g1[i] - g2[i]) > 1e-5f * (1e-3f + fabsf(g1[i]));
+        CHECKF(bad == 0, "%s: ffn_act (relu2 %d): %d values off", k->name, relu2, bad);
+    }
+done:
+    free(kc);
+    free(vc);
+}
+
 static void run_set(const bn_kernels *k) {
     printf("kernel set: %s\n", k->name);
     test_quantize_act(k);
@@ -433,6 +476,7 @@ static void run_set(const bn_kernels *k) {
     test_float(k, BN_TYPE_Q6_K, 37, 2560, 1); /* the head shapes */
     test_float(k, BN_TYPE_Q8_0, 37, 2560, 5);
     test_against_reference(k);
+    test_attn_act(k);
     test_packed(k, 16, 256, 1);
     test_packed(k, 37, 768, 1);
     test_packed(k, 50, 2560, 3);
