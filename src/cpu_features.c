@@ -109,6 +109,8 @@ const char *bn_build_info(void) {
     return "libbitnet " BN_VERSION_STRING "; " BN_BUILD_FLAGS
 #if defined(BN_HAVE_AVX2_KERNELS)
            "; kernels: reference avx2 avx512vnni"
+#elif defined(BN_HAVE_NEON_KERNELS)
+           "; kernels: reference neon-dotprod"
 #else
            "; kernels: reference"
 #endif

@@ -40,4 +40,12 @@ void bn_avx2_matmul_float(const bn_tensor *w, const float *x, int64_t n_tok, flo
 const bn_kernels *bn_kernels_avx512(void);
 #endif
 
+#if defined(__aarch64__)
+#define BN_HAVE_NEON_KERNELS 1
+/* NEON + dot-product kernels (kernels_neon.c, built on AArch64 only): fills
+ * *k (the reference set with NEON ternary matmuls) and returns it; use them
+ * only when bn_cpu_flags() has BN_CPU_ASIMDDP. */
+const bn_kernels *bn_kernels_neon_init(bn_kernels *k);
+#endif
+
 #endif /* BN_DISPATCH_H */

@@ -11,6 +11,9 @@
 /* Written once under pthread_once, read-only afterwards. */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static const bn_kernels *g_best;
+#if defined(BN_HAVE_NEON_KERNELS)
+static bn_kernels g_neon; /* filled once by choose() */
+#endif
 
 static void choose(void) {
     g_best = bn_kernels_reference();
@@ -22,6 +25,9 @@ static void choose(void) {
     if (force && strcmp(force, "avx2") == 0) return;
     const unsigned need512 = BN_KERNELS_AVX512_NEED;
     if ((bn_cpu_flags() & need512) == need512) g_best = bn_kernels_avx512();
+#endif
+#if defined(BN_HAVE_NEON_KERNELS)
+    if (bn_cpu_flags() & BN_CPU_ASIMDDP) g_best = bn_kernels_neon_init(&g_neon);
 #endif
 }
 
