@@ -76,10 +76,11 @@ def _error_init(self: BaseException, *args: Any, error_type: Optional[str] = Non
     """``BitNetError(message, error_type=None, hint=None)``: the documented
     two-argument form sets ``error_type``; OSError-derived classes keep
     ``(errno, message)``."""
-    if (error_type is None and len(args) == 2 and isinstance(args[0], str) and isinstance(args[1], str)
+    a = list(args)
+    if (error_type is None and len(a) == 2 and isinstance(a[0], str) and isinstance(a[1], str)
             and not isinstance(self, OSError)):
-        args, error_type = (args[0],), args[1]
-    super(BitNetError, self).__init__(*args, **kw)  # type: ignore[misc]
+        error_type = a.pop()
+    super(BitNetError, self).__init__(*a, **kw)  # type: ignore[misc]
     if error_type is not None:
         self.error_type = error_type  # type: ignore[attr-defined]
     if hint is not None:
@@ -90,7 +91,8 @@ def _error_message(self: BaseException) -> str:
     """The message without the class name (``.message`` of the documented API)."""
     if isinstance(self, OSError) and self.strerror:
         return str(self.strerror)
-    return str(self.args[0]) if self.args else ""
+    args: tuple[Any, ...] = tuple(self.args)
+    return str(args[0]) if len(args) > 0 else ""
 
 
 def _error_suggestions(self: BaseException) -> list[str]:
@@ -98,7 +100,7 @@ def _error_suggestions(self: BaseException) -> list[str]:
     return [h] if h else []
 
 
-BitNetError.__init__ = _error_init  # type: ignore[assignment,method-assign]
+BitNetError.__init__ = _error_init  # type: ignore[method-assign]
 BitNetError.message = property(_error_message)  # type: ignore[attr-defined]
 BitNetError.suggestions = property(_error_suggestions)  # type: ignore[attr-defined]
 BitNetError.recovery_hint = property(lambda self: getattr(self, "hint", None))  # type: ignore[attr-defined]

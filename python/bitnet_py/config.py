@@ -347,7 +347,7 @@ class Stats:
         self.current = (name, now)
 
     def _sum(self, names: tuple[str, ...], attr: str) -> float:
-        return sum(getattr(p, attr) for p in self.phases if p.name in names)
+        return float(sum(getattr(p, attr) for p in self.phases if p.name in names))
 
     @property
     def total_tokens(self) -> int:

@@ -40,7 +40,7 @@ def _not_found(kind: str, path: str, hint: str) -> ModelNotFoundError:
 def default_model_path() -> Optional[str]:
     """The model shipped with the package (``bitnet_py.data``), or None."""
     try:
-        from . import data  # type: ignore[attr-defined]
+        from . import data
     except ImportError:
         return None
     fn = getattr(data, "default_model_path", None)
