@@ -388,3 +388,22 @@ def _iter_guide_python(blocks: list[tuple[str, str]]) -> Iterator[str]:
     for lang, code in blocks:
         if lang == "python":
             yield code
+
+
+# ---------------------------------------------------------------------------
+# docs/migration.md: every Python block runs as written
+# ---------------------------------------------------------------------------
+
+def _doc_blocks() -> list[str]:
+    text = (REPO / "docs" / "migration.md").read_text(encoding="utf-8")
+    return [code for lang, code in extract_blocks(text) if lang == "python"]
+
+
+@pytest.mark.parametrize("index", range(len(_doc_blocks())))
+def test_docs_migration_blocks(index: int, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = workdir / "checkpoints"
+    ckpt.mkdir()
+    (ckpt / "model.gguf").symlink_to((workdir / "model.gguf").resolve())
+    (ckpt / "tokenizer.model").symlink_to((workdir / "tokenizer.model").resolve())
+    run_block(_doc_blocks()[index], name="__main__")
+    assert capsys.readouterr().out.strip()
