@@ -1062,6 +1062,131 @@ static bn_status write_spm_tokenizer(conv *c, const char *path, const hparams *h
     return st;
 }
 
+/* GPT-2's byte -> unicode map (the text form of byte-level BPE tokens in
+ * tokenizer.json and GGUF): printable bytes map to themselves, the others to
+ * U+0100 + their index among the non-printable ones. */
+static void gpt2_byte_map(uint16_t cp[256]) {
+    int n = 0;
+    for (int b = 0; b < 256; b++) {
+        int keep = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+        cp[b] = (uint16_t)(keep ? b : 256 + n++);
+    }
+}
+
+/* Append the GPT-2 text of bytes s[0..n) (at most 2 UTF-8 bytes each). */
+static int gpt2_put(bn_buf *out, const uint16_t cp[256], const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint16_t c = cp[(uint8_t)s[i]];
+        char u[2];
+        size_t k = 0;
+        if (c < 0x80) {
+            u[k++] = (char)c;
+        } else {
+            u[k++] = (char)(0xC0 | (c >> 6));
+            u[k++] = (char)(0x80 | (c & 0x3F));
+        }
+        if (bn_buf_put(out, u, k)) return -1;
+    }
+    return 0;
+}
+
+/* The original's tiktoken tokenizer.model (Llama-3 ranks + 256 specials)
+ * -> tokenizer.ggml.* with model "gpt2", pre "llama-bpe": tokens in GPT-2
+ * text, and the merges recovered from the ranks as tiktoken's own
+ * conversion does: the merge that makes token r is the last step of BPE on
+ * r's bytes using only ranks below r (it must end in two parts). */
+static bn_status write_tiktoken_tokenizer(conv *c, const char *path, const hparams *h) {
+    bn_tokenizer *t = NULL;
+    bn_error e;
+    if (bn_tokenizer_load_tiktoken(path, &t, &e) != BN_OK) return BN_ERR_NOT_FOUND;
+    const size_t n = (size_t)t->n_vocab;
+    uint16_t cp[256];
+    gpt2_byte_map(cp);
+    bn_buf tb = {0}, mb = {0};
+    size_t *toff = calloc(n + 1, sizeof *toff);
+    size_t *moff = calloc(n + 1, sizeof *moff);
+    size_t *ps = malloc(sizeof *ps * 1024), *pl = malloc(sizeof *pl * 1024);
+    int32_t *types = calloc(n ? n : 1, sizeof *types);
+    const char **strs = calloc(n ? n : 1, sizeof *strs);
+    uint64_t *lens = calloc(n ? n : 1, sizeof *lens);
+    size_t n_merges = 0;
+    bn_status st = BN_OK;
+    if (!toff || !moff || !ps || !pl || !types || !strs || !lens) {
+        st = bn_fail(c->err, BN_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t r = 0; r < n && !st; r++) {
+        const char *s = t->text + t->text_off[r];
+        const size_t len = (size_t)(t->text_off[r + 1] - t->text_off[r]);
+        types[r] = t->type[r] == BN_TT_CONTROL ? 3 : 1;
+        int special = t->type[r] == BN_TT_CONTROL;
+        if (special ? bn_buf_put(&tb, s, len) : gpt2_put(&tb, cp, s, len)) {
+            st = bn_fail(c->err, BN_ERR_NOMEM, "out of memory");
+            break;
+        }
+        toff[r + 1] = tb.n;
+        if (special || len < 2 || len > 1024) continue;
+        size_t np = len;
+        for (size_t i = 0; i < len; i++)
+            ps[i] = i, pl[i] = 1;
+        while (np > 2) {
+            size_t best = SIZE_MAX;
+            int32_t best_rank = INT32_MAX;
+            for (size_t i = 0; i + 1 < np; i++) {
+                int32_t rk = bn_strmap_get(&t->map, t, s + ps[i], pl[i] + pl[i + 1]);
+                if (rk >= 0 && (size_t)rk < r && rk < best_rank) best = i, best_rank = rk;
+            }
+            if (best == SIZE_MAX) break;
+            pl[best] += pl[best + 1];
+            memmove(ps + best + 1, ps + best + 2, (np - best - 2) * sizeof *ps);
+            memmove(pl + best + 1, pl + best + 2, (np - best - 2) * sizeof *pl);
+            np--;
+        }
+        if (np != 2) continue;
+        if (gpt2_put(&mb, cp, s + ps[0], pl[0]) || bn_buf_put(&mb, " ", 1) ||
+            gpt2_put(&mb, cp, s + ps[1], pl[1])) {
+            st = bn_fail(c->err, BN_ERR_NOMEM, "out of memory");
+            break;
+        }
+        moff[++n_merges] = mb.n;
+    }
+    if (st) goto done;
+    for (size_t r = 0; r < n; r++) {
+        strs[r] = tb.p + toff[r];
+        lens[r] = toff[r + 1] - toff[r];
+    }
+    st = bn_gguf_writer_set_str(c->w, "tokenizer.ggml.model", "gpt2", 4, c->err);
+    if (!st) st = bn_gguf_writer_set_str(c->w, "tokenizer.ggml.pre", "llama-bpe", 9, c->err);
+    if (!st) st = bn_gguf_writer_set_arr_str(c->w, "tokenizer.ggml.tokens", strs, lens, n, c->err);
+    if (!st)
+        st = bn_gguf_writer_set_arr(c->w, "tokenizer.ggml.token_type", BN_GGUF_INT32, types, n,
+                                    c->err);
+    for (size_t k = 0; !st && k < n_merges; k++) {
+        strs[k] = mb.p + moff[k];
+        lens[k] = moff[k + 1] - moff[k];
+    }
+    if (!st && n_merges)
+        st =
+            bn_gguf_writer_set_arr_str(c->w, "tokenizer.ggml.merges", strs, lens, n_merges, c->err);
+    int64_t bos = h->bos >= 0 ? h->bos : t->bos, eos = h->eos >= 0 ? h->eos : t->eos;
+    if (!st && bos >= 0 && (size_t)bos < n) st = set_u32(c, "tokenizer.ggml.bos_token_id", bos);
+    if (!st && eos >= 0 && (size_t)eos < n) st = set_u32(c, "tokenizer.ggml.eos_token_id", eos);
+    if (!st && t->eot >= 0) st = set_u32(c, "tokenizer.ggml.eot_token_id", t->eot);
+    if (!st && t->pad >= 0) st = set_u32(c, "tokenizer.ggml.padding_token_id", t->pad);
+done:
+    free(tb.p);
+    free(mb.p);
+    free(toff);
+    free(moff);
+    free(ps);
+    free(pl);
+    free(types);
+    free(strs);
+    free(lens);
+    bn_tokenizer_free(t);
+    return st;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Layouts                                                                  */
 /* ------------------------------------------------------------------------ */
@@ -1366,8 +1491,8 @@ bn_status bn_checkpoint_to_gguf(const char *src, const bn_checkpoint_opts *opts,
         if (ft >= 0) st = set_u32(&c, "general.file_type", ft);
     }
     if (!st && o.tokenizer) {
-        /* tokenizer.json (byte-level BPE), else tokenizer.model when it is
-         * SentencePiece (the original's tiktoken file is not written). */
+        /* tokenizer.json (byte-level BPE), else tokenizer.model: SentencePiece
+         * or the original's tiktoken ranks. */
         char *tj = join(s.dir, "tokenizer.json");
         char *tm = join(s.dir, "tokenizer.model");
         bn_status ts = BN_ERR_NOT_FOUND;
@@ -1376,6 +1501,7 @@ bn_status bn_checkpoint_to_gguf(const char *src, const bn_checkpoint_opts *opts,
         } else {
             if (is_file(tj)) ts = write_hf_tokenizer(&c, tj, &s.hp);
             if (ts == BN_ERR_NOT_FOUND && is_file(tm)) ts = write_spm_tokenizer(&c, tm, &s.hp);
+            if (ts == BN_ERR_NOT_FOUND && is_file(tm)) ts = write_tiktoken_tokenizer(&c, tm, &s.hp);
             if (ts != BN_OK && ts != BN_ERR_NOT_FOUND) st = ts;
         }
         free(tj);

@@ -235,6 +235,61 @@ def test_tokenizer_json_into_gguf(written: dict[str, Path], tmp_path: Path) -> N
     assert _core.Model(str(d)).has_tokenizer
 
 
+def _tiktoken_from_tokenizer_json(src: Path, out: Path) -> Path:
+    """The original's tokenizer.model (base64 bytes, rank) made from the
+    Llama-3 tokenizer.json (its first 128000 ids are the tiktoken ranks)."""
+    import base64
+
+    bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    cs, k = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + k)
+            k += 1
+    dec = {chr(c): b for b, c in zip(bs, cs)}
+    vocab = json.loads(gzip.decompress(src.read_bytes()))["model"]["vocab"]
+    lines = sorted((i, bytes(dec[ch] for ch in tok)) for tok, i in vocab.items() if i < 128000)
+    out.write_text("".join(f"{base64.b64encode(b).decode()} {i}\n" for i, b in lines))
+    return out
+
+
+def test_tiktoken_into_gguf(tmp_path: Path) -> None:
+    """The original's directory: tokenizer.model (tiktoken) goes into the GGUF
+    as a byte-level BPE with merges recovered from the ranks, and encodes as
+    the tiktoken file does."""
+    src = TOK / "llama3" / "tokenizer.json.gz"
+    if not src.exists():
+        pytest.skip("no tokenizer.json test data")
+    d = tmp_path / "orig"
+    d.mkdir()
+    for f in (DATA / "pt_fixture").iterdir():
+        (d / f.name).write_bytes(f.read_bytes())
+    tm = _tiktoken_from_tokenizer_json(src, d / "tokenizer.model")
+    out = tmp_path / "o.gguf"
+    C.to_gguf(d, out)
+    m = _core.Model(str(out))
+    assert m.has_tokenizer
+    a = _core.Tokenizer.from_model(m)
+    b = _core.Tokenizer.load_tiktoken(str(tm))
+    hf = _core.Tokenizer.load_hf_json(str(_gunzip(src, tmp_path / "tokenizer.json")))
+    texts = ["Hello world! BitNet b1.58 runs on the CPU.", "  leading spaces\n\ttabs 12345 67",
+             "émigré naïve 日本語のテキスト 🙂", "<|begin_of_text|>User: hi<|eot_id|>",
+             "don't I'll we've THEY'RE", "a" * 300]
+    for t in texts:
+        assert a.encode(t, allowed_special="all") == b.encode(t, allowed_special="all") == \
+            hf.encode(t, allowed_special="all"), t
+    assert a.n_vocab == b.n_vocab == 128256
+    assert m.get_metadata("tokenizer.ggml.eot_token_id") == 128009
+    # one merge per multi-byte token (tokenizer.json lists more paths: 280147)
+    assert len(m.get_metadata("tokenizer.ggml.merges")) > 120000
+
+
+def _gunzip(src: Path, dst: Path) -> Path:
+    dst.write_bytes(gzip.decompress(src.read_bytes()))
+    return dst
+
+
 # --------------------------------------------------------------------------
 # Against other implementations
 # --------------------------------------------------------------------------
