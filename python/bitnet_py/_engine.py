@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: Contexts kept per engine for reuse (per number of sequence slots).
+#: Contexts kept per engine for reuse.
 _POOL_MAX = 4
 
 
@@ -251,7 +251,9 @@ class Engine:
         self.n_batch = check_int("n_batch", n_batch, 0) or 512
         self.n_vocab = model.n_vocab
         self._lock = threading.Lock()
-        self._pool: dict[int, list[_core.Context]] = {}
+        self._pool: list[tuple[tuple[int, int], _core.Context]] = []
+        #: Bytes of KV cache the pooled contexts may keep (None: no limit).
+        self.pool_cap_bytes: Optional[int] = None
         self.last_kv_bytes = 0
         self.last_scratch_bytes = 0
 
@@ -285,16 +287,28 @@ class Engine:
 
     # -- contexts -------------------------------------------------------------
 
+    def context_size(self, need: int) -> int:
+        """Positions per sequence for a generation needing ``need``: rounded
+        up to a multiple of 256 (so contexts can be reused), at most n_ctx."""
+        if need <= 0:
+            return self.n_ctx
+        return min(self.n_ctx, -(-need // 256) * 256)
+
     @contextlib.contextmanager
-    def context(self, n_seq: int = 1) -> Iterator[_core.Context]:
-        """Borrow an empty context with ``n_seq`` sequence slots."""
+    def context(self, n_seq: int = 1, n_ctx: Optional[int] = None) -> Iterator[_core.Context]:
+        """Borrow an empty context with ``n_seq`` sequence slots of ``n_ctx``
+        positions each (default: the engine's n_ctx)."""
+        size = self.n_ctx if n_ctx is None else min(int(n_ctx), self.n_ctx)
+        key = (n_seq, size)
         ctx: Optional[_core.Context] = None
         with self._lock:
-            pool = self._pool.get(n_seq)
-            if pool:
-                ctx = pool.pop()
+            for i, (k, c) in enumerate(self._pool):
+                if k == key:
+                    ctx = c
+                    del self._pool[i]
+                    break
         if ctx is None:
-            ctx = _core.Context(self.model, n_ctx=self.n_ctx, n_seq=n_seq, n_batch=self.n_batch,
+            ctx = _core.Context(self.model, n_ctx=size, n_seq=n_seq, n_batch=self.n_batch,
                                 n_threads=settings.n_threads)
         elif settings.n_threads:
             ctx.set_threads(settings.n_threads)
@@ -312,30 +326,34 @@ class Engine:
                         ctx.kv_truncate(s, 0)
                 except _core.BitNetError:
                     reuse = False
+            evicted: list[_core.Context] = []
             if reuse:
                 with self._lock:
-                    pool = self._pool.setdefault(n_seq, [])
-                    if len(pool) < _POOL_MAX:
-                        pool.append(ctx)
-                        ctx = None
+                    self._pool.append((key, ctx))
+                    ctx = None
+                    while len(self._pool) > _POOL_MAX or (
+                            self.pool_cap_bytes is not None and len(self._pool) > 0
+                            and sum(c.kv_bytes for _, c in self._pool) > self.pool_cap_bytes):
+                        evicted.append(self._pool.pop(0)[1])  # oldest first
             if ctx is not None:
                 ctx.close()
+            for c in evicted:
+                c.close()
 
     def clear_pool(self) -> None:
         """Free the pooled contexts (their KV caches)."""
         with self._lock:
-            pools, self._pool = self._pool, {}
-        for lst in pools.values():
-            for c in lst:
-                c.close()
+            pool, self._pool = self._pool, []
+        for _, c in pool:
+            c.close()
 
     def pooled_kv_bytes(self) -> int:
         with self._lock:
-            return sum(c.kv_bytes for lst in self._pool.values() for c in lst)
+            return sum(c.kv_bytes for _, c in self._pool)
 
     def pooled_scratch_bytes(self) -> int:
         with self._lock:
-            return sum(c.scratch_bytes for lst in self._pool.values() for c in lst)
+            return sum(c.scratch_bytes for _, c in self._pool)
 
     # -- validation -----------------------------------------------------------
 
@@ -388,7 +406,9 @@ class Engine:
             samplers[i].accept(tok)
             return tok
 
-        with self.context(n) as ctx:
+        need = max(len(p) for p in plist) + params.max_new_tokens + 1
+        with self.context(n, self.context_size(need)) as ctx:
+            n_ctx = ctx.n_ctx
             cancel._attach(ctx)
             t0 = t1 = time.perf_counter()
             try:
@@ -423,7 +443,7 @@ class Engine:
                         produced[i] += 1
                         timing.new_tokens += 1
                         yield Step(i, tok)
-                        if produced[i] >= params.max_new_tokens or pos[i] + 1 >= self.n_ctx:
+                        if produced[i] >= params.max_new_tokens or pos[i] + 1 >= n_ctx:
                             done[i] = True
                             yield Step(i, None, "length")
                             continue
@@ -498,5 +518,5 @@ class Engine:
         """float32 [len(tokens), n_vocab]: the logits after every token of a
         fresh sequence."""
         ids = self.check_prompt(tokens, "tokens")
-        with self.context(1) as ctx:
+        with self.context(1, self.context_size(len(ids))) as ctx:
             return ctx.eval(ids, seq_id=0, logits="all")

@@ -94,6 +94,8 @@ class BitNetModel:
         self.tokenizer_path: Optional[str] = None
         self._prefer_tokenizer_file = False
         self._file_tokenizer: Optional[_core.Tokenizer] = None
+        #: KV bytes each engine may keep in pooled contexts (MemoryConfig.cache_size_mb).
+        self.pool_cap_bytes: Optional[int] = None
         self.n_ctx = 0
         _LIVE.add(self)
 
@@ -179,6 +181,7 @@ class BitNetModel:
             eng = self._engines.get(key)
             if eng is None or (tok is not None and eng.tokenizer is not tok):
                 eng = Engine(core, tok, n_ctx=nc)
+                eng.pool_cap_bytes = self.pool_cap_bytes
                 self._engines[key] = eng
                 while len(self._engines) > _MAX_ENGINES:  # oldest first
                     old = self._engines.pop(next(iter(self._engines)))
@@ -296,6 +299,8 @@ def load_model(model_path: Optional[PathLike] = None, model_format: Optional[str
         m = BitNetModel.from_safetensors(p, dev, **kw)
     else:
         m = BitNetModel.from_pretrained(p, device=dev, **kw)
+    if mem is not None and mem.cache_size_mb is not None:
+        m.pool_cap_bytes = int(mem.cache_size_mb) * 2**20
     if mem is not None and mem.max_memory_gb is not None:
         gb = m.weight_bytes / 2**30
         if gb > mem.max_memory_gb:

@@ -88,8 +88,8 @@ def test_batch_is_one_decode_call_per_step(engine: Engine, monkeypatch: pytest.M
     from contextlib import contextmanager
 
     @contextmanager
-    def spy_context(self: Engine, n_seq: int = 1):  # type: ignore[no-untyped-def]
-        with orig_context(self, n_seq) as ctx:
+    def spy_context(self: Engine, n_seq: int = 1, n_ctx=None):  # type: ignore[no-untyped-def]
+        with orig_context(self, n_seq, n_ctx) as ctx:
             yield Spy(ctx)
 
     monkeypatch.setattr(Engine, "context", spy_context)
@@ -220,3 +220,24 @@ def test_check_device() -> None:
         check_device("tpu")
     with pytest.raises(ValueError):
         check_device("cuda:x")
+
+
+def test_context_sized_to_need_and_pool_cap(engine: Engine) -> None:
+    assert engine.context_size(10) == min(256, engine.n_ctx)
+    assert engine.context_size(10**6) == engine.n_ctx
+    engine.clear_pool()
+    engine.generate([[1, 2, 3], [4, 5]], GenParams(max_new_tokens=4))
+    assert [k for k, _ in engine._pool] == [(2, engine.context_size(3 + 4 + 1))]
+    engine.pool_cap_bytes = 1
+    try:
+        engine.generate([[1, 2, 3]], GenParams(max_new_tokens=4))
+        assert engine._pool == []
+    finally:
+        engine.pool_cap_bytes = None
+
+
+def test_memory_config_cache_size(tok_path: str) -> None:
+    d = tiny_checkpoint(tokenizer=tok_path)
+    m = bn.load_model(str(d), memory_config=bn.MemoryConfig(cache_size_mb=1, enable_memory_mapping=False))
+    assert m.pool_cap_bytes == 2**20
+    assert m.engine().pool_cap_bytes == 2**20

@@ -51,9 +51,9 @@ def test_really_batched(mt: tuple[bn.BitNetModel, bn.Tokenizer], monkeypatch: py
 
     orig = E.Engine.context
 
-    def spy(self: E.Engine, n_seq: int = 1):  # type: ignore[no-untyped-def]
+    def spy(self: E.Engine, n_seq: int = 1, n_ctx=None):  # type: ignore[no-untyped-def]
         seen.append(n_seq)
-        return orig(self, n_seq)
+        return orig(self, n_seq, n_ctx)
 
     monkeypatch.setattr(E.Engine, "context", spy)
     bn.BatchProcessor(model, tok, bn.BatchConfig(batch_size=4, max_new_tokens=4)).process_batch(PROMPTS)

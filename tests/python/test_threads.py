@@ -70,4 +70,4 @@ def test_engine_pool_bounded(si: bn.SimpleInference) -> None:
     with ThreadPoolExecutor(8) as ex:
         list(ex.map(si.generate, PROMPTS))
     eng = si.engine
-    assert len(eng._pool.get(1, [])) <= 4
+    assert len(eng._pool) <= 4
