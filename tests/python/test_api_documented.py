@@ -326,3 +326,21 @@ def test_model_with_embedded_tokenizer() -> None:
     out = si.generate("abc")
     assert isinstance(out, str)
     assert bn.batch_generate(m, ["abc", "def"], max_new_tokens=16) == [out, si.generate("def")]
+
+
+def test_every_public_name_is_tested() -> None:
+    """Each name exported by bitnet_py and bitnet_py.llama_compat appears in
+    the tests (and PhaseStats/LlamaRAMCache are exercised here)."""
+    import re
+
+    import bitnet_py.llama_compat as lc
+
+    p = bn.PhaseStats("decode", 10, 0.5)
+    assert p.show() == "[decode] generated tokens: 10 - total time: 0.500s - 20.0 tokens per second"
+    assert bn.PhaseStats("x", 1, 0.0).show().endswith("0.0 tokens per second")
+    assert lc.LlamaRAMCache is lc.LlamaCache
+    here = Path(__file__).parent
+    text = "".join(f.read_text(encoding="utf-8") for f in here.glob("test_*.py"))
+    missing = [f"{m.__name__}.{n}" for m in (bn, lc) for n in m.__all__
+               if not re.search(rf"\b{re.escape(n)}\b", text.replace("def test_every_public_name", ""))]
+    assert missing == []
