@@ -758,8 +758,33 @@ static int is_ternary_type(int t) {
     return t == BN_TYPE_I2_S || t == BN_TYPE_TQ1_0 || t == BN_TYPE_TQ2_0;
 }
 
+/* Shape of a part's source against the expected rows / columns, before
+ * anything is allocated for it. */
+static bn_status part_check(const part *pt, bn_error *err) {
+    const bn_ckpt_tensor *t = pt->t;
+    int ok = t->n_dims == 2 && pt->rows > 0 && pt->cols > 0;
+    if (ok && pt->kind == PART_FLOAT) {
+        ok = t->shape[1] == pt->cols && pt->row0 + pt->rows <= t->shape[0];
+    } else if (ok && pt->kind == PART_HF_PACKED) {
+        ok = pt->rows % 4 == 0 && t->shape[0] == pt->rows / 4 && t->shape[1] == pt->cols;
+    } else if (ok) {
+        ok = pt->cols % 4 == 0 && t->shape[1] == pt->cols / 4 && pt->row0 + pt->rows <= t->shape[0];
+    }
+    if (!ok) {
+        return bn_fail(err, BN_ERR_FORMAT,
+                       "tensor '%.200s' (%d dims, [%lld, %lld]) does not hold the %lld x %lld "
+                       "weight that the config asks for",
+                       t->name, t->n_dims, (long long)t->shape[0],
+                       (long long)(t->n_dims > 1 ? t->shape[1] : 0), (long long)pt->rows,
+                       (long long)pt->cols);
+    }
+    return BN_OK;
+}
+
 static bn_status emit_linear(conv *c, const hparams *h, const char *name, const part *pt) {
     const int64_t rows = pt->rows, cols = pt->cols;
+    bn_status st0 = part_check(pt, c->err);
+    if (st0) return st0;
     size_t n;
     if (!bn_mul_size((size_t)rows, (size_t)cols, &n) || n > ((size_t)1 << 34))
         return bn_fail(c->err, BN_ERR_FORMAT, "tensor '%s' is too large", name);
