@@ -33,9 +33,11 @@ from .config import (
     InferenceConfig,
     MemoryConfig,
     Message,
+    ModelConfig,
     ModelArgs,
     PhaseStats,
     SamplingConfig,
+    ServerConfig,
     Stats,
 )
 from .inference import (
@@ -54,12 +56,17 @@ from .inference import (
 from .model import BitNetModel, Transformer, cache_prefix, load_model, make_cache
 from .tokenizer import ChatFormat, Tokenizer, create_tokenizer
 from .utils import (
+    CPU,
+    CUDA,
+    METAL,
+    QuantizationType,
     benchmark_inference,
     benchmark_model,
     compare_performance,
     get_cuda_device_count,
     get_device_info,
     get_num_threads,
+    get_production_features,
     get_system_info,
     is_cuda_available,
     is_metal_available,
@@ -69,6 +76,9 @@ from .utils import (
 )
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__author__ = "bitnet-py contributors"
+__description__ = "CPU inference for BitNet b1.58 ternary language models"
 
 
 def _error_init(self: BaseException, *args: Any, error_type: Optional[str] = None,
@@ -119,7 +129,8 @@ __all__ = [
     "batch_generate", "load_model_async", "create_tokenizer_async", "get_memory_stats",
     "enable_memory_monitoring", "cleanup_memory", "optimize_memory", "set_num_threads", "get_num_threads",
     "list_available_models", "get_device_info", "is_cuda_available", "is_metal_available",
-    "get_cuda_device_count",
+    "get_cuda_device_count", "ModelConfig", "ServerConfig", "get_production_features", "CPU", "CUDA", "METAL",
+    "QuantizationType", "__author__", "__description__",
     "BitNetIOError", "BitNetMemoryError", "CancelledError", "ConfigurationError", "InferenceError",
     "ModelFormatError", "ModelNotFoundError", "TokenizerError",
 ]

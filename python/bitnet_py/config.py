@@ -282,6 +282,48 @@ class MemoryConfig(_DictMixin):
 
 
 @dataclass
+class ModelConfig(_DictMixin):
+    """Deployment settings of a model (the production notebook's names):
+    ``use_memory_mapping`` maps the weights (``load_model(use_mmap=)``),
+    ``cache_size_mb`` caps pooled KV bytes; ``enable_quantization`` is
+    always on (ternary weights) and the GPU fields are accepted for
+    compatibility (bitnet_py runs on the CPU)."""
+
+    use_memory_mapping: bool = True
+    enable_quantization: bool = True
+    cache_size_mb: Optional[int] = 1024
+    enable_gpu: bool = False
+    gpu_memory_fraction: float = 0.8
+
+    def __post_init__(self) -> None:
+        if self.cache_size_mb is not None:
+            check_int("cache_size_mb", self.cache_size_mb, 1)
+        check_float("gpu_memory_fraction", self.gpu_memory_fraction, 0.0, 1.0, lo_open=True)
+
+    def to_memory_config(self) -> "MemoryConfig":
+        return MemoryConfig(enable_memory_mapping=self.use_memory_mapping, cache_size_mb=self.cache_size_mb)
+
+
+@dataclass
+class ServerConfig(_DictMixin):
+    """Serving limits (for applications built on bitnet_py; validated here)."""
+
+    host: str = "0.0.0.0"
+    port: int = 8000
+    max_concurrent_requests: int = 100
+    request_queue_size: int = 500
+    worker_threads: int = 4
+    timeout_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        check_int("port", self.port, 1, 65535)
+        check_int("max_concurrent_requests", self.max_concurrent_requests, 1)
+        check_int("request_queue_size", self.request_queue_size, 0)
+        check_int("worker_threads", self.worker_threads, 1)
+        check_float("timeout_seconds", self.timeout_seconds, 0.0, lo_open=True)
+
+
+@dataclass
 class Message:
     """A chat message; also usable as the original's ``{"role", "content"}`` dict."""
 
@@ -384,6 +426,6 @@ class Stats:
 
 
 __all__ = ["ModelArgs", "GenArgs", "InferenceConfig", "SamplingConfig", "BatchConfig",
-           "MemoryConfig", "Message", "Stats", "PhaseStats", "STRATEGIES"]
+           "MemoryConfig", "ModelConfig", "ServerConfig", "Message", "Stats", "PhaseStats", "STRATEGIES"]
 
 

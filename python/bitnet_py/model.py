@@ -272,8 +272,12 @@ def load_model(model_path: Optional[PathLike] = None, model_format: Optional[str
 
     Keywords: ``n_ctx`` (context per sequence), ``n_layers`` (use the first
     N layers), ``use_mmap`` (default True), ``tokenizer_path``,
-    ``model_args`` (a dict, checked against the file), ``memory_config``."""
+    ``model_args`` (a dict, checked against the file), ``memory_config``
+    (a MemoryConfig) or ``model_config`` (a ModelConfig)."""
     mem: Optional[MemoryConfig] = kw.pop("memory_config", None)
+    mcfg = kw.pop("model_config", None)
+    if mcfg is not None and mem is None:
+        mem = mcfg.to_memory_config()
     if mem is not None:
         kw.setdefault("use_mmap", mem.enable_memory_mapping)
     if model_format is not None:

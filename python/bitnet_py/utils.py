@@ -44,6 +44,19 @@ def get_system_info() -> dict[str, Any]:
     }
 
 
+#: Device names (all run on the CPU).
+CPU, CUDA, METAL = "cpu", "cuda", "metal"
+#: bitnet.cpp's quantization names (as the earlier native module had them).
+QuantizationType = {"I2S": "i2s", "TL1": "tl1", "TL2": "tl2"}
+
+
+def get_production_features() -> dict[str, bool]:
+    """What this build offers to servers built on it."""
+    return {"async": True, "streaming": True, "batching": True, "cancellation": True,
+            "thread_safe_models": True, "memory_mapping": True, "memory_monitoring": True,
+            "gpu": False}
+
+
 def set_num_threads(n: int) -> None:
     """Threads per evaluation for contexts used from now on (0: all cores)."""
     settings.n_threads = check_int("n", n, 0)
@@ -294,6 +307,6 @@ def validate_outputs(rust_model: Any, python_model: Any, tokenizer: Any, prompts
             "num_prompts": len(plist), "num_matches": n_match, "detailed_results": details}
 
 
-__all__ = ["get_system_info", "set_num_threads", "get_num_threads", "get_device_info", "is_cuda_available",
+__all__ = ["CPU", "CUDA", "METAL", "QuantizationType", "get_production_features", "get_system_info", "set_num_threads", "get_num_threads", "get_device_info", "is_cuda_available",
            "is_metal_available", "get_cuda_device_count", "list_available_models", "benchmark_inference",
            "benchmark_model", "compare_performance", "validate_outputs", "make_runner"]

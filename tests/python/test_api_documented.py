@@ -344,3 +344,22 @@ def test_every_public_name_is_tested() -> None:
     missing = [f"{m.__name__}.{n}" for m in (bn, lc) for n in m.__all__
                if not re.search(rf"\b{re.escape(n)}\b", text.replace("def test_every_public_name", ""))]
     assert missing == []
+
+
+def test_production_names(ckpt: Path) -> None:
+    assert (bn.CPU, bn.CUDA, bn.METAL) == ("cpu", "cuda", "metal")
+    assert bn.QuantizationType == {"I2S": "i2s", "TL1": "tl1", "TL2": "tl2"}
+    assert bn.__author__ and bn.__description__
+    feats = bn.get_production_features()
+    assert feats["streaming"] and feats["batching"] and not feats["gpu"]
+    mc = bn.ModelConfig(use_memory_mapping=False, cache_size_mb=2)
+    m = bn.load_model(str(ckpt), model_config=mc)
+    assert m.pool_cap_bytes == 2 * 2**20
+    with pytest.raises(bn.ConfigurationError, match="gpu_memory_fraction"):
+        bn.ModelConfig(gpu_memory_fraction=0)
+    sc = bn.ServerConfig(max_concurrent_requests=10, worker_threads=2)
+    assert bn.ServerConfig.from_dict(sc.to_dict()) == sc
+    with pytest.raises(ValueError, match="port"):
+        bn.ServerConfig(port=0)
+    cfg = bn.InferenceConfig(batch_size=8, enable_streaming=True, timeout_seconds=30)
+    assert cfg.timeout_seconds == 30
