@@ -216,6 +216,30 @@ def test_convert_errors(written: dict[str, Path], tmp_path: Path) -> None:
                   weight_type="i2_s")
 
 
+def test_convert_cli_export_hf_and_pt_variant(written: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "hf"
+    out.mkdir()
+    assert C.main([str(written["gguf-i2_s"]), str(out), "--to", "hf", "-q"]) == 0
+    assert _core.checkpoint_format(str(out)) == "hf-dir"
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["architectures"] == ["BitNetForCausalLM"]
+    assert cfg["quantization_config"]["linear_class"] == "bitlinear"
+    base = _eval(written["gguf-i2_s"])
+    assert np.max(np.abs(_eval(out) - base)) <= FORMAT_ATOL
+    if "pt-dir" in written:
+        g = tmp_path / "fp16.gguf"
+        assert C.main([str(written["pt-dir"]), str(g), "--pt", "fp16", "-q"]) == 0
+        assert np.max(np.abs(_eval(g) - base)) <= FORMAT_ATOL
+    # the SiLU arch exports float master weights in 1bitLLM's layout
+    m = S.make_model("bitnet", seed=2)
+    g = S.write_gguf(m, tmp_path / "silu.gguf", "tq2_0")
+    out2 = C.export_hf(g, tmp_path / "silu-hf", packed=False)
+    assert json.loads((out2 / "config.json").read_text())["architectures"] == ["BitnetForCausalLM"]
+    assert np.max(np.abs(_eval(out2) - _eval(g))) <= FORMAT_ATOL
+    with pytest.raises(ValueError, match="packed"):
+        C.export_hf(g, tmp_path / "silu-hf2", packed=True)
+
+
 def test_tokenizer_json_into_gguf(written: dict[str, Path], tmp_path: Path) -> None:
     src = TOK / "llama3" / "tokenizer.json.gz"
     if not src.exists():
