@@ -219,7 +219,11 @@ class GenerationStream:
 
     async def __anext__(self) -> str:
         loop = asyncio.get_running_loop()
-        piece = await loop.run_in_executor(None, self._next_piece)
+        try:
+            piece = await loop.run_in_executor(None, self._next_piece)
+        except asyncio.CancelledError:
+            self.cancel()  # the awaiting task was cancelled: stop the C work too
+            raise
         if piece is None:
             raise StopAsyncIteration
         return piece
@@ -232,7 +236,11 @@ class GenerationStream:
                 pass
             return self.text
 
-        return await loop.run_in_executor(None, run)
+        try:
+            return await loop.run_in_executor(None, run)
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
 
     def __await__(self) -> Generator[Any, None, str]:
         return self._collect().__await__()
@@ -430,10 +438,12 @@ class SimpleInference:
 
     def generate(self, prompt: str, **overrides: Any) -> str:
         """The continuation of ``prompt`` (a str, or token ids)."""
+        return self._generate(prompt, CancelToken(), overrides)
+
+    def _generate(self, prompt: Union[str, Sequence[int]], cancel: CancelToken, overrides: dict[str, Any]) -> str:
         eng = self.engine
         params = self._params(overrides)
         ids = _encode_prompt(eng, prompt)
-        cancel = CancelToken()
         with _Timeout(cancel, self._config.timeout_seconds):
             res = eng.generate([ids], params, cancel)[0]
         return eng.require_tokenizer().decode(res.tokens, skip_special=True)
@@ -468,8 +478,15 @@ class AsyncInference(SimpleInference):
     threads; the event loop is never blocked."""
 
     async def generate_async(self, prompt: str, **overrides: Any) -> str:
+        """The continuation, computed in a worker thread; cancelling the
+        awaiting task cancels the generation."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, lambda: self.generate(prompt, **overrides))
+        cancel = CancelToken()
+        try:
+            return await loop.run_in_executor(None, lambda: self._generate(prompt, cancel, overrides))
+        except asyncio.CancelledError:
+            cancel.cancel()
+            raise
 
     async def generate_batch_async(self, prompts: Sequence[str], **overrides: Any) -> list[str]:
         loop = asyncio.get_running_loop()

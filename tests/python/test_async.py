@@ -89,3 +89,23 @@ def test_concurrent_async_requests(paths: tuple[str, str]) -> None:
         return list(await asyncio.gather(*(eng.generate_async(p) for p in prompts)))
 
     assert asyncio.run(main()) == alone
+
+
+def test_task_cancel_stops_generation(paths: tuple[str, str]) -> None:
+    model_path, tok_path = paths
+    model = bn.load_model(model_path)
+    eng = bn.AsyncInference(model, bn.create_tokenizer(tok_path),
+                            bn.InferenceConfig(do_sample=False, max_new_tokens=100000, max_length=256))
+    import time
+
+    async def main() -> float:
+        task = asyncio.create_task(eng.generate_async("x", eos_token_id=None))
+        await asyncio.sleep(0.05)
+        t0 = time.perf_counter()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.perf_counter() - t0
+
+    assert asyncio.run(main()) < 5.0
+    assert eng.generate("Hello", max_new_tokens=3)
