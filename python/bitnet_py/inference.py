@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator, Generator, Iterator, Optional, Sequence, 
 from . import _core
 from ._core import ConfigurationError, TokenizerError
 from ._engine import CancelToken, Engine, GenParams, GenResult, Timing, check_device, check_int
-from .config import BatchConfig, GenArgs, InferenceConfig, PhaseStats, Stats
+from .config import BatchConfig, GenArgs, InferenceConfig, ModelArgs, PhaseStats, Stats
 from .model import BitNetModel, PathLike, load_model
 from .tokenizer import ChatFormat, Tokenizer, create_tokenizer
 
@@ -261,7 +261,11 @@ class InferenceEngine:
 
     def __init__(self, prefill_model: BitNetModel, decode_model: Optional[BitNetModel] = None,
                  tokenizer: Any = None, gen_args: Optional[GenArgs] = None,
-                 device: Optional[str] = None, use_full_vocab: bool = False, n_ctx: int = 0) -> None:
+                 device: Any = None, use_full_vocab: bool = False, n_ctx: int = 0) -> None:
+        if isinstance(prefill_model, GenArgs) and isinstance(decode_model, ModelArgs):
+            # the original's order: FastGen(args, model_args, prefill_model, decode_model, tokenizer)
+            prefill_model, decode_model, tokenizer, gen_args, device = (
+                tokenizer, gen_args, device, prefill_model, None)
         if not isinstance(prefill_model, BitNetModel):
             raise ConfigurationError(f"prefill_model must be a BitNetModel, not {type(prefill_model).__name__}")
         self.prefill_model = prefill_model

@@ -309,3 +309,13 @@ def test_original_interactive_chat(tmp_path: Path, ckpt: Path) -> None:
     assert r.stdout.count("---------------") == 2 and r.stdout.rstrip().endswith("exiting")
     assert "> What is BitNet?" in r.stdout and "> And then?" in r.stdout
     assert textwrap.dedent("").strip() == ""
+
+
+def test_fastgen_original_constructor_order(gen: fast.FastGen) -> None:
+    m = gen.prefill_model
+    g = fast.FastGen(GenArgs(gen_length=8), m.config, m, m, gen.tokenizer)
+    assert g.gen_args.gen_length == 8 and g.prefill_model is m and g.tokenizer is gen.tokenizer
+    p = [gen.tokenizer.encode("Hello", bos=True, eos=False)]
+    assert g.generate_all(p, True, False)[1][0] == gen.generate_all(p, True, False)[1][0][:8]
+    with pytest.raises(fast.ConfigurationError, match="BitNetModel"):
+        fast.FastGen("not a model")  # type: ignore[arg-type]
