@@ -424,6 +424,10 @@ typedef struct bn_checkpoint_opts {
      * F32. Float types written from ternary sources hold master weights that
      * absmean-ternarize back to the same values and scale. */
     int weight_type;
+/* As -1, but float master weights of bitnet-b1.58 are ternarized into I2_S
+ * in the image (what bn_model_load uses: the values it would compute at load,
+ * in an 8x smaller image). */
+#define BN_CKPT_TYPE_LOAD (-2)
     /* Type of token_embd (and output.weight when untied): -1 keeps the
      * source's float type; or F16, Q8_0, Q6_K, F32, BF16 ... */
     int head_type;

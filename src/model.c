@@ -686,7 +686,9 @@ bn_status bn_model_load(const char *path, const bn_model_params *params, bn_mode
         /* safetensors / Hugging Face directory / the original's .pt: a GGUF
          * image built in memory (checkpoint.c), loaded like a file. */
         size_t size = 0;
-        st = bn_checkpoint_to_gguf(path, NULL, NULL, &m->file_buf, &size, NULL, NULL, err);
+        bn_checkpoint_opts co = bn_checkpoint_default_opts();
+        co.weight_type = BN_CKPT_TYPE_LOAD;
+        st = bn_checkpoint_to_gguf(path, &co, NULL, &m->file_buf, &size, NULL, NULL, err);
         if (st == BN_OK) st = bn_gguf_open_memory(m->file_buf, size, &m->gguf, err);
     }
     if (st == BN_OK) st = load(m, path, &p, err);
