@@ -60,6 +60,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "fmt.h"
 #include "gguf_internal.h"
 #include "json.h"
 #include "quant.h"
@@ -178,6 +179,20 @@ float bn_ckpt_get(const bn_ckpt_tensor *t, int64_t i) {
     case BN_DT_I8: return (float)(int8_t)p[i];
     case BN_DT_U8: return (float)p[i];
     default: return 0.0f;
+    }
+}
+
+/* Elements [i0, i0 + n) of a float tensor as float (one loop per dtype). */
+static void ckpt_floats(const bn_ckpt_tensor *t, int64_t i0, int64_t n, float *out) {
+    const size_t es = bn_dtype_size(t->dtype);
+    const uint8_t *p = t->data + (size_t)i0 * es;
+    switch (t->dtype) {
+    case BN_DT_F32: memcpy(out, p, (size_t)n * 4); break;
+    case BN_DT_F16: bn_f16_to_float(p, out, n); break;
+    case BN_DT_BF16: bn_bf16_to_float(p, out, n); break;
+    default:
+        for (int64_t i = 0; i < n; i++)
+            out[i] = bn_ckpt_get(t, i0 + i);
     }
 }
 
@@ -632,8 +647,7 @@ static bn_status part_get(const part *pt, int8_t *q, float *f, float *scale, int
                            "tensor '%.200s' does not have %lld columns and %lld rows", t->name,
                            (long long)cols, (long long)(pt->row0 + rows));
         const int64_t base = pt->row0 * cols;
-        for (size_t i = 0; i < n; i++)
-            f[i] = bn_ckpt_get(t, base + (int64_t)i);
+        ckpt_floats(t, base, (int64_t)n, f);
         for (size_t i = 0; i < n; i++) {
             if (!isfinite(f[i]))
                 return bn_fail(err, BN_ERR_FORMAT, "tensor '%.200s' holds a non-finite value",
@@ -799,6 +813,12 @@ static bn_status emit_linear(conv *c, const hparams *h, const char *name, const 
     int tern = 0;
     bn_status st = part_get(pt, q, f, &s, &tern, c->err);
     int type = c->o->weight_type;
+    if (!st && type == BN_CKPT_TYPE_LOAD) {
+        /* bn_model_load's image: float master weights of bitnet-b1.58 are
+         * ternarized here, as model.c would do after loading them (same
+         * bn_ternarize, same I2_S), so the image is 8x smaller than BF16. */
+        type = !tern && h->arch == ARCH_B158 && cols % 128 == 0 ? BN_TYPE_I2_S : -1;
+    }
     if (!st && type < 0) {
         if (!tern) {
             type = src_type_of(pt->t->dtype);
@@ -854,11 +874,19 @@ static bn_status emit_float(conv *c, const char *name, const bn_ckpt_tensor *t, 
                        t->name, bn_dtype_name(t->dtype));
     const int64_t cc = cols < 0 ? rows : cols, rr = cols < 0 ? 1 : rows;
     size_t n = (size_t)cc * (size_t)rr;
+    if (type < 0) type = src_type_of(t->dtype);
+    if (type == src_type_of(t->dtype)) {
+        /* Same type: the bytes as they are (no float round trip). */
+        int64_t ne[2] = {cc, rr};
+        bn_error e;
+        st = bn_gguf_writer_add_tensor(c->w, name, type, cols < 0 ? 1 : 2, ne, t->data,
+                                       (size_t)t->nbytes, &e);
+        if (st) return bn_fail(c->err, st, "tensor '%s': %s", name, e.msg);
+        return progress(c, name);
+    }
     float *f = malloc(n * sizeof(float));
     if (!f) return bn_fail(c->err, BN_ERR_NOMEM, "out of memory for '%s'", name);
-    for (size_t i = 0; i < n; i++)
-        f[i] = bn_ckpt_get(t, (int64_t)i);
-    if (type < 0) type = src_type_of(t->dtype);
+    ckpt_floats(t, 0, (int64_t)n, f);
     st = add_floats(c, name, type, f, cc, rr, cols < 0 ? 1 : 2);
     free(f);
     return st;
@@ -1489,7 +1517,8 @@ bn_status bn_checkpoint_to_gguf(const char *src, const bn_checkpoint_opts *opts,
     if (!src || (!out_path && (!out_mem || !out_size)))
         return bn_fail(err, BN_ERR_INVALID_ARG, "bn_checkpoint_to_gguf: NULL source or output");
     bn_checkpoint_opts o = opts ? *opts : bn_checkpoint_default_opts();
-    if (o.weight_type >= 0 && !bn_type_get(o.weight_type))
+    if ((o.weight_type >= 0 && !bn_type_get(o.weight_type)) ||
+        (o.weight_type < 0 && o.weight_type != -1 && o.weight_type != BN_CKPT_TYPE_LOAD))
         return bn_fail(err, BN_ERR_INVALID_ARG, "unknown weight type %d", o.weight_type);
     if (o.head_type >= 0 && !bn_type_get(o.head_type))
         return bn_fail(err, BN_ERR_INVALID_ARG, "unknown head type %d", o.head_type);

@@ -112,9 +112,14 @@ def test_formats_sniffed(written: dict[str, Path]) -> None:
 
 
 def test_image_types(written: dict[str, Path]) -> None:
-    """Ternary sources load as I2_S; master weights as themselves."""
+    """Ternary sources load as I2_S; so do bitnet-b1.58 master weights (the
+    image holds what the engine would make of them at load); the converter
+    keeps master weights by default."""
     assert _core.Model(str(written["hf-packed"])).config["weight_type"] == "i2_s"
-    assert _core.Model(str(written["hf-f32"])).config["weight_type"] == "f32"
+    assert _core.Model(str(written["hf-f32"])).config["weight_type"] == "i2_s"
+    g = _core.checkpoint_to_gguf(str(written["hf-f32"]))
+    assert isinstance(g, bytes) and g[:4] == b"GGUF"
+    assert b"general.file_type" in g
     if "pt-dir" in written:
         assert _core.Model(str(written["pt-int2"])).config["weight_type"] == "i2_s"
         assert _core.Model(str(written["pt-fp16"])).config["weight_type"] == "i2_s"
