@@ -1,11 +1,17 @@
 /* Persistent worker pool (see threadpool.h).
  *
- * Hand-off: the caller publishes fn/arg, then bumps `gen` under the mutex and
+ * A job has n_threads parts (fn(arg, part, n_threads)); every part runs
+ * exactly once, on whichever thread claims it, the caller included.
+ * Hand-off: the caller publishes fn/arg and the job's claim word
+ * (generation << 32 | next part), then bumps `gen` under the mutex and
  * broadcasts; a worker that is spinning sees the new generation without a
- * system call, a sleeping one is woken by the broadcast. Completion: each
- * worker decrements `pending`; the last one signals `done_cv` under the
- * mutex, and the caller spins on `pending` before it sleeps. Checking the
- * counters under the mutex before every wait means no wake-up is lost. */
+ * system call, a sleeping one is woken by the broadcast. Parts are claimed
+ * with a compare-and-swap that checks the generation, so when a worker is
+ * slow to wake (more threads than free cores: the machine is shared) the
+ * caller runs its part instead of waiting for it, and a worker that wakes
+ * after its job is over claims nothing. Completion: `done` counts finished
+ * parts; the caller spins on it before it sleeps on done_cv, and the thread
+ * that finishes the last part signals it if the caller sleeps. */
 #include "threadpool.h"
 
 #include <pthread.h>
@@ -27,10 +33,12 @@ struct bn_threadpool {
     pthread_mutex_t mu;
     pthread_cond_t work_cv;
     pthread_cond_t done_cv;
-    atomic_uint gen;
-    atomic_int pending;
+    atomic_uint gen;         /* bumped once per job: workers wait for a change */
+    atomic_ullong claim;     /* job generation << 32 | next part to claim */
+    atomic_int done;         /* parts of the current job finished */
+    atomic_int caller_sleep; /* the caller waits on done_cv */
     atomic_int stop;
-    bn_task_fn fn; /* written by the caller before gen is bumped */
+    bn_task_fn fn; /* written by the caller before the job is published */
     void *arg;
 };
 
@@ -50,6 +58,34 @@ typedef struct WorkerArg {
     bn_threadpool *pool;
     int ith;
 } WorkerArg;
+
+/* Claims and runs parts of job generation g until none is left. A claim
+ * succeeds only while the job is still generation g, so a thread that wakes
+ * up late never touches a newer job it did not see published; fn and arg
+ * are read after a successful claim (the caller wrote them before
+ * publishing the generation and does not change them until every claimed
+ * part is done). */
+static void run_parts(bn_threadpool *pool, unsigned g) {
+    const int n = pool->n_threads;
+    unsigned long long c = atomic_load_explicit(&pool->claim, memory_order_acquire);
+    for (;;) {
+        if ((unsigned)(c >> 32) != g || (int)(c & 0xffffffffu) >= n) return;
+        if (!atomic_compare_exchange_weak_explicit(&pool->claim, &c, c + 1, memory_order_acq_rel,
+                                                   memory_order_acquire)) {
+            continue;
+        }
+        const int part = (int)(c & 0xffffffffu);
+        pool->fn(pool->arg, part, n);
+        /* seq_cst: pairs with the caller's store of caller_sleep then load of
+         * done, so one of the two sides sees the other */
+        if (atomic_fetch_add(&pool->done, 1) + 1 == n && atomic_load(&pool->caller_sleep)) {
+            pthread_mutex_lock(&pool->mu);
+            pthread_cond_signal(&pool->done_cv);
+            pthread_mutex_unlock(&pool->mu);
+        }
+        c = atomic_load_explicit(&pool->claim, memory_order_acquire);
+    }
+}
 
 static void *worker_main(void *p) {
     WorkerArg wa = *(WorkerArg *)p;
@@ -71,16 +107,10 @@ static void *worker_main(void *p) {
         }
         if (atomic_load(&pool->stop)) break;
         seen = g;
-        pool->fn(pool->arg, wa.ith, pool->n_threads);
-        if (atomic_fetch_sub(&pool->pending, 1) == 1) {
-            pthread_mutex_lock(&pool->mu);
-            pthread_cond_signal(&pool->done_cv);
-            pthread_mutex_unlock(&pool->mu);
-        }
+        run_parts(pool, g);
     }
     return NULL;
 }
-
 bn_status bn_threadpool_new(int n_threads, bn_threadpool **out, bn_error *err) {
     if (!out) return bn_fail(err, BN_ERR_INVALID_ARG, "threadpool: out is NULL");
     *out = NULL;
@@ -92,7 +122,9 @@ bn_status bn_threadpool_new(int n_threads, bn_threadpool **out, bn_error *err) {
     if (!p) return bn_fail(err, BN_ERR_NOMEM, "threadpool: out of memory");
     p->n_threads = n_threads;
     atomic_init(&p->gen, 0);
-    atomic_init(&p->pending, 0);
+    atomic_init(&p->claim, 0);
+    atomic_init(&p->done, 0);
+    atomic_init(&p->caller_sleep, 0);
     atomic_init(&p->stop, 0);
     if (pthread_mutex_init(&p->mu, NULL) != 0) {
         free(p);
@@ -154,26 +186,33 @@ void bn_threadpool_free(bn_threadpool *p) {
 int bn_threadpool_n_threads(const bn_threadpool *p) { return p ? p->n_threads : 1; }
 
 void bn_threadpool_run(bn_threadpool *p, bn_task_fn fn, void *arg) {
-    if (p->n_threads == 1) {
+    const int n = p->n_threads;
+    if (n == 1) {
         fn(arg, 0, 1);
         return;
     }
     p->fn = fn;
     p->arg = arg;
-    atomic_store(&p->pending, p->n_threads - 1);
+    const unsigned g = atomic_load(&p->gen) + 1;
+    atomic_store(&p->done, 0);
+    atomic_store_explicit(&p->claim, (unsigned long long)g << 32, memory_order_release);
     pthread_mutex_lock(&p->mu);
-    atomic_fetch_add(&p->gen, 1);
+    atomic_store(&p->gen, g);
     pthread_cond_broadcast(&p->work_cv);
     pthread_mutex_unlock(&p->mu);
 
-    fn(arg, 0, p->n_threads);
+    /* The caller claims parts too: when a worker is slow to wake (more
+     * threads than free cores), the caller runs its part instead. */
+    run_parts(p, g);
 
-    for (int i = 0; atomic_load(&p->pending) != 0 && i < SPIN_ITERS; i++)
+    for (int i = 0; atomic_load(&p->done) != n && i < SPIN_ITERS; i++)
         cpu_relax(i);
-    if (atomic_load(&p->pending) != 0) {
+    if (atomic_load(&p->done) != n) {
         pthread_mutex_lock(&p->mu);
-        while (atomic_load(&p->pending) != 0)
+        atomic_store(&p->caller_sleep, 1);
+        while (atomic_load(&p->done) != n)
             pthread_cond_wait(&p->done_cv, &p->mu);
+        atomic_store(&p->caller_sleep, 0);
         pthread_mutex_unlock(&p->mu);
     }
 }

@@ -1,0 +1,143 @@
+/* Kernel bandwidth benchmark (bench/bench_engine.py --kernels runs it):
+ *   bn_kernel_bench [REPS]
+ * On one thread, interleaved REPS times: (a) a plain read of a 512 MiB
+ * buffer (64-byte vector loads, summed: the streaming-read ceiling), (b) the
+ * best set's ternary matvec over the 2B-4T decode weights' worth of TQ2_0
+ * rows, repacked as at load, (c) the Q6_K head matvec (128256 x 2560).
+ * Prints bytes streamed per second of each and (b), (c) as a fraction of
+ * (a): how close a decode step's kernels are to the memory-bandwidth wall. */
+#include "bitnet.h"
+#include "dispatch.h"
+#include "fmt.h"
+#include "kernels.h"
+#include "quant.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static uint64_t rnd(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+/* Sum of 64-bit words, 8 independent chains (compiles to vector loads). */
+static uint64_t read_all(const uint64_t *p, size_t n) {
+    uint64_t s[8] = {0};
+    for (size_t i = 0; i + 8 <= n; i += 8) {
+        for (int k = 0; k < 8; k++)
+            s[k] += p[i + k];
+    }
+    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+
+int main(int argc, char **argv) {
+    const int reps = argc > 1 ? atoi(argv[1]) : 3;
+    const bn_kernels *k = bn_kernels_best();
+    bn_error err;
+    /* (a) */
+    const size_t rd_bytes = (size_t)512 << 20;
+    uint64_t *rd = bn_aligned_alloc(rd_bytes);
+    /* (b): 60 matrices of 13824 x 2560 ternary weights, 2.12 G weights: about
+     * the 2.08 G of the 2B-4T model's BitLinear layers. */
+    const int n_mat = 60;
+    const int64_t rows = 13824, cols = 2560;
+    bn_tensor w[60];
+    const size_t tq_bytes = bn_type_nbytes(BN_TYPE_TQ2_0, cols, rows, &err);
+    /* (c) */
+    const int64_t hrows = 128256;
+    const size_t h_bytes = bn_type_nbytes(BN_TYPE_Q6_K, cols, hrows, &err);
+    uint8_t *hd = bn_aligned_alloc(h_bytes);
+    int8_t *q = bn_aligned_alloc((size_t)cols);
+    float *x = bn_aligned_alloc((size_t)cols * sizeof(float));
+    float *out = bn_aligned_alloc((size_t)hrows * sizeof(float));
+    uint8_t *tmp = bn_aligned_alloc(tq_bytes);
+    if (!rd || !hd || !q || !x || !out || !tmp) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
+    memset(rd, 1, rd_bytes);
+    for (size_t i = 0; i < tq_bytes; i++)
+        tmp[i] = (uint8_t)(rnd() & 0xff);
+    for (int64_t r = 0; r < rows; r++) { /* sane block scales */
+        for (int64_t b = 0; b < cols / 256; b++) {
+            uint8_t *blk = tmp + (size_t)r * bn_row_bytes(BN_TYPE_TQ2_0, cols) + (size_t)b * 66;
+            blk[64] = 0x00;
+            blk[65] = 0x3c; /* 1.0 */
+        }
+    }
+    size_t w_bytes = 0;
+    for (int i = 0; i < n_mat; i++) {
+        bn_tensor t = {BN_TYPE_TQ2_0, cols, rows, bn_row_bytes(BN_TYPE_TQ2_0, cols),
+                       tmp,           1.0f, "w",  0};
+        const size_t pb = k->packed_size ? k->packed_size(&t) : 0;
+        if (pb) {
+            void *dst = bn_aligned_alloc(pb);
+            if (!dst) {
+                fprintf(stderr, "out of memory\n");
+                return 1;
+            }
+            k->pack(&t, dst);
+            w_bytes += pb;
+        } else {
+            void *dst = bn_aligned_alloc(tq_bytes);
+            if (!dst) {
+                fprintf(stderr, "out of memory\n");
+                return 1;
+            }
+            memcpy(dst, tmp, tq_bytes);
+            t.data = dst;
+            w_bytes += tq_bytes;
+        }
+        w[i] = t;
+    }
+    for (size_t i = 0; i < h_bytes; i++)
+        hd[i] = (uint8_t)(rnd() & 0xff);
+    for (int64_t r = 0; r < hrows; r++) {
+        for (int64_t b = 0; b < cols / 256; b++) {
+            uint8_t *blk = hd + (size_t)r * bn_row_bytes(BN_TYPE_Q6_K, cols) + (size_t)b * 210;
+            blk[208] = 0x00;
+            blk[209] = 0x1c; /* small d */
+        }
+    }
+    for (int64_t i = 0; i < cols; i++) {
+        x[i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
+        q[i] = (int8_t)((int)(rnd() % 255) - 127);
+    }
+    bn_tensor head = {BN_TYPE_Q6_K, cols, hrows, bn_row_bytes(BN_TYPE_Q6_K, cols),
+                      hd,           1.0f, "h",   0};
+    const float ascale = 1.0f;
+    double best[3] = {0, 0, 0};
+    uint64_t sink = 0;
+    for (int r = 0; r < reps; r++) {
+        double t = now();
+        sink += read_all(rd, rd_bytes / 8);
+        double gb = (double)rd_bytes / (now() - t) / 1e9;
+        if (gb > best[0]) best[0] = gb;
+        t = now();
+        for (int i = 0; i < n_mat; i++)
+            k->matmul_i8[BN_TYPE_TQ2_0](&w[i], q, &ascale, 1, out, rows, 0, rows);
+        gb = (double)w_bytes / (now() - t) / 1e9;
+        if (gb > best[1]) best[1] = gb;
+        t = now();
+        k->matmul_f32[BN_TYPE_Q6_K](&head, x, 1, out, hrows, 0, hrows);
+        gb = (double)h_bytes / (now() - t) / 1e9;
+        if (gb > best[2]) best[2] = gb;
+    }
+    printf("{\"kernels\": \"%s\", \"read_GBps\": %.2f, \"ternary_GBps\": %.2f, "
+           "\"ternary_bytes\": %zu, \"head_q6_k_GBps\": %.2f, \"head_bytes\": %zu, "
+           "\"ternary_frac\": %.3f, \"head_frac\": %.3f, \"sink\": %llu}\n",
+           k->name, best[0], best[1], w_bytes, best[2], h_bytes, best[1] / best[0],
+           best[2] / best[0], (unsigned long long)(sink & 1));
+    return 0;
+}
