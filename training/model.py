@@ -54,6 +54,12 @@ def act_quant(x: torch.Tensor) -> torch.Tensor:
 
 
 class BitLinear(nn.Linear):
+    """``pre_quantized = True`` (set by :func:`from_gguf`): the weight already
+    holds ternary values times their scale (as a GGUF file stores them) and is
+    used as is in eval mode."""
+
+    pre_quantized = False
+
     def __init__(self, n_in: int, n_out: int) -> None:
         super().__init__(n_in, n_out, bias=False)
 
@@ -64,7 +70,7 @@ class BitLinear(nn.Linear):
             wq = w + (weight_quant(w) - w).detach()
         else:
             xq = act_quant(x)
-            wq = weight_quant(w)
+            wq = w if self.pre_quantized else weight_quant(w)
         return F.linear(xq, wq)
 
 
@@ -181,3 +187,50 @@ class BitNet(nn.Module):
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+_GGUF_LINEARS = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+                 "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+                 "ffn_down": "mlp.down_proj"}
+_GGUF_NORMS = {"attn_norm": "input_layernorm", "attn_sub_norm": "self_attn.attn_sub_norm",
+               "ffn_norm": "post_attention_layernorm", "ffn_sub_norm": "mlp.ffn_sub_norm"}
+
+
+def from_gguf(path: str) -> BitNet:
+    """The PyTorch model (eval mode) holding exactly the numbers of a GGUF
+    file written by training/export.py: the dequantized ternary weights (used
+    as is: pre_quantized), the F16 embedding, the F32 norms."""
+    from bitnet_py import _core
+
+    with _core.GGUFReader(path) as r:
+        a = r.get("general.architecture")
+        g = lambda k: r.get(f"{a}.{k}")  # noqa: E731
+        cfg = Config(n_vocab=int(g("vocab_size")), n_embd=int(g("embedding_length")),
+                     n_layer=int(g("block_count")), n_head=int(g("attention.head_count")),
+                     n_head_kv=int(g("attention.head_count_kv")), n_ff=int(g("feed_forward_length")),
+                     n_ctx=int(g("context_length")), rope_theta=float(g("rope.freq_base")),
+                     norm_eps=float(g("attention.layer_norm_rms_epsilon")))
+        m = BitNet(cfg)
+        sd = {}
+        for t in r.tensors():
+            shape = [int(d) for d in t["shape"]]
+            n_cols = shape[0]
+            n_rows = shape[1] if len(shape) > 1 else 1
+            x = _core.dequantize(t["type"], r.tensor_bytes(t["name"]), n_cols, n_rows)
+            x = torch.from_numpy(x.reshape(n_rows, n_cols).copy())
+            name = t["name"]
+            if name == "token_embd.weight":
+                sd["embed_tokens.weight"] = x
+            elif name == "output_norm.weight":
+                sd["norm.weight"] = x[0]
+            else:
+                _, i, kind, _w = name.split(".")
+                if kind in _GGUF_LINEARS:
+                    sd[f"layers.{i}.{_GGUF_LINEARS[kind]}.weight"] = x
+                else:
+                    sd[f"layers.{i}.{_GGUF_NORMS[kind]}.weight"] = x[0]
+    m.load_state_dict(sd)
+    for mod in m.modules():
+        if isinstance(mod, BitLinear):
+            mod.pre_quantized = True
+    return m.eval()
