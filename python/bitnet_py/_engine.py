@@ -246,8 +246,7 @@ class Engine:
             tokenizer = _core.Tokenizer.from_model(model)
         self.tokenizer = tokenizer
         n_ctx = check_int("n_ctx", n_ctx, 0)
-        train = int(model.config.get("n_ctx_train") or 0)
-        self.n_ctx = n_ctx or (min(train, 4096) if train > 0 else 2048)
+        self.n_ctx = n_ctx or self.default_n_ctx(model)
         self.n_batch = check_int("n_batch", n_batch, 0) or 512
         self.n_vocab = model.n_vocab
         self._lock = threading.Lock()
@@ -256,6 +255,12 @@ class Engine:
         self.pool_cap_bytes: Optional[int] = None
         self.last_kv_bytes = 0
         self.last_scratch_bytes = 0
+
+    @staticmethod
+    def default_n_ctx(model: _core.Model) -> int:
+        """The model's training context, at most 4096 (2048 when unknown)."""
+        train = int(model.config.get("n_ctx_train") or 0)
+        return min(train, 4096) if train > 0 else 2048
 
     # -- tokens ---------------------------------------------------------------
 
@@ -310,8 +315,8 @@ class Engine:
         if ctx is None:
             ctx = _core.Context(self.model, n_ctx=size, n_seq=n_seq, n_batch=self.n_batch,
                                 n_threads=settings.n_threads)
-        elif settings.n_threads:
-            ctx.set_threads(settings.n_threads)
+        else:
+            ctx.set_threads(settings.n_threads)  # 0: all cores; no-op when unchanged
         self.last_kv_bytes = ctx.kv_bytes
         self.last_scratch_bytes = ctx.scratch_bytes
         ok = False

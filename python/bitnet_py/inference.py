@@ -431,8 +431,6 @@ class SimpleInference:
             if "max_tokens" in overrides:
                 overrides["max_new_tokens"] = overrides.pop("max_tokens")
             cfg = InferenceConfig.from_dict(cfg.to_dict() | overrides)
-            if cfg.sampling is not None and not isinstance(cfg.sampling, type(self._config.sampling)):
-                pass
         p = cfg.to_params()
         eng = self.engine
         p.vocab_limit = eng.vocab_limit()

@@ -175,7 +175,8 @@ class BitNetModel:
                 if self._file_tokenizer is None:
                     self._file_tokenizer = as_core_tokenizer(self.tokenizer_path)
                 tok = self._file_tokenizer
-        nc = self.n_ctx if n_ctx is None else n_ctx
+        nc = self.n_ctx if n_ctx is None else check_int("n_ctx", n_ctx, 0)
+        nc = nc or Engine.default_n_ctx(core)
         key = (id(tok), nc)
         with self._lock:
             eng = self._engines.get(key)

@@ -363,3 +363,13 @@ def test_production_names(ckpt: Path) -> None:
         bn.ServerConfig(port=0)
     cfg = bn.InferenceConfig(batch_size=8, enable_streaming=True, timeout_seconds=30)
     assert cfg.timeout_seconds == 30
+
+
+def test_one_engine_per_tokenizer_and_context(model: bn.BitNetModel, tokenizer: bn.Tokenizer) -> None:
+    a = bn.SimpleInference(model, tokenizer, bn.InferenceConfig(do_sample=False)).engine
+    b = model.engine(tokenizer)
+    assert a is b  # max_length 2048 is capped at the model's context: same engine, same pool
+    before = len(model._engines)
+    for _ in range(20):
+        model.engine(bn.Tokenizer(tokenizer.model_path or ""))  # new tokenizer objects each time
+    assert len(model._engines) <= 8 and before <= 8
