@@ -410,10 +410,18 @@ static bn_status check_hp(const hparams *h, bn_error *err) {
     return BN_OK;
 }
 
+static bn_status hf_config_json(source *s, const bn_json *j, const char *cfg_path, bn_error *err);
+
 static bn_status hf_config(source *s, const char *cfg_path, bn_error *err) {
     bn_json *j = NULL;
     bn_status st = read_json_file(cfg_path, &j, err);
     if (st) return st;
+    st = hf_config_json(s, j, cfg_path, err);
+    bn_json_free(j);
+    return st;
+}
+
+static bn_status hf_config_json(source *s, const bn_json *j, const char *cfg_path, bn_error *err) {
     const bn_json_val *r = bn_json_root(j);
     hparams *h = &s->hp;
     const bn_json_val *archs = bn_json_get(r, "architectures");
@@ -426,7 +434,6 @@ static bn_status hf_config(source *s, const char *cfg_path, bn_error *err) {
     } else if (json_has_str(archs, "LlamaForCausalLM") || (mt && !strcmp(mt, "llama"))) {
         h->arch = ARCH_LLAMA_F;
     } else {
-        bn_json_free(j);
         return bn_fail(err, BN_ERR_UNSUPPORTED,
                        "%s: architecture is not BitNetForCausalLM, BitnetForCausalLM or "
                        "LlamaForCausalLM",
@@ -437,7 +444,6 @@ static bn_status hf_config(source *s, const char *cfg_path, bn_error *err) {
              json_i64(r, "num_attention_heads", &h->n_head) &&
              json_i64(r, "intermediate_size", &h->n_ff) && json_i64(r, "vocab_size", &h->n_vocab);
     if (!ok) {
-        bn_json_free(j);
         return bn_fail(err, BN_ERR_FORMAT,
                        "%s: needs hidden_size, num_hidden_layers, num_attention_heads, "
                        "intermediate_size and vocab_size",
@@ -458,12 +464,10 @@ static bn_status hf_config(source *s, const char *cfg_path, bn_error *err) {
         const char *t = bn_json_str(bn_json_get(rs, "rope_type"), NULL);
         if (!t) t = bn_json_str(bn_json_get(rs, "type"), NULL);
         if (!t || strcmp(t, "default") != 0) {
-            bn_json_free(j);
             return bn_fail(err, BN_ERR_UNSUPPORTED, "%s: rope_scaling '%s' is not supported",
                            cfg_path, t ? t : "?");
         }
     }
-    bn_json_free(j);
     return check_hp(h, err);
 }
 
@@ -1509,53 +1513,50 @@ static int file_type_of(int t) {
     }
 }
 
-bn_status bn_checkpoint_to_gguf(const char *src, const bn_checkpoint_opts *opts,
+static bn_status check_opts(const bn_checkpoint_opts *o, bn_error *err) {
+    if ((o->weight_type >= 0 && !bn_type_get(o->weight_type)) ||
+        (o->weight_type < 0 && o->weight_type != -1 && o->weight_type != BN_CKPT_TYPE_LOAD))
+        return bn_fail(err, BN_ERR_INVALID_ARG, "unknown weight type %d", o->weight_type);
+    if (o->head_type >= 0 && !bn_type_get(o->head_type))
+        return bn_fail(err, BN_ERR_INVALID_ARG, "unknown head type %d", o->head_type);
+    return BN_OK;
+}
+
+/* The GGUF of an opened source (tokenizer files looked for in s->dir). */
+static bn_status convert_source(source *s, const bn_checkpoint_opts *o, const char *name,
                                 const char *out_path, void **out_mem, size_t *out_size,
                                 bn_progress_fn cb, void *user, bn_error *err) {
-    if (out_mem) *out_mem = NULL;
-    if (out_size) *out_size = 0;
-    if (!src || (!out_path && (!out_mem || !out_size)))
-        return bn_fail(err, BN_ERR_INVALID_ARG, "bn_checkpoint_to_gguf: NULL source or output");
-    bn_checkpoint_opts o = opts ? *opts : bn_checkpoint_default_opts();
-    if ((o.weight_type >= 0 && !bn_type_get(o.weight_type)) ||
-        (o.weight_type < 0 && o.weight_type != -1 && o.weight_type != BN_CKPT_TYPE_LOAD))
-        return bn_fail(err, BN_ERR_INVALID_ARG, "unknown weight type %d", o.weight_type);
-    if (o.head_type >= 0 && !bn_type_get(o.head_type))
-        return bn_fail(err, BN_ERR_INVALID_ARG, "unknown head type %d", o.head_type);
-    source s;
-    bn_status st = open_source(src, &o, &s, err);
     conv c;
     memset(&c, 0, sizeof c);
-    c.o = &o;
+    c.o = o;
     c.cb = cb;
     c.user = user;
     c.err = err;
     c.wtype_used = -1;
-    if (!st) st = bn_gguf_writer_new(&c.w, err);
+    bn_status st = bn_gguf_writer_new(&c.w, err);
     if (!st) {
         c.total =
-            2 + (untied_head(&s) ? 1 : 0) + s.hp.n_layer * (s.hp.arch == ARCH_LLAMA_F ? 9 : 11);
-        const char *base = strrchr(src, '/');
-        base = base && base[1] ? base + 1 : src;
-        st = write_hparams(&c, &s.hp, base);
+            2 + (untied_head(s) ? 1 : 0) + s->hp.n_layer * (s->hp.arch == ARCH_LLAMA_F ? 9 : 11);
+        st = write_hparams(&c, &s->hp, name);
     }
-    if (!st) st = s.kind == SRC_HF ? emit_hf(&c, &s) : emit_pt(&c, &s);
+    if (!st) st = s->kind == SRC_HF ? emit_hf(&c, s) : emit_pt(&c, s);
     if (!st) {
         int ft = file_type_of(c.wtype_used);
         if (ft >= 0) st = set_u32(&c, "general.file_type", ft);
     }
-    if (!st && o.tokenizer) {
+    if (!st && o->tokenizer && s->dir) {
         /* tokenizer.json (byte-level BPE), else tokenizer.model: SentencePiece
          * or the original's tiktoken ranks. */
-        char *tj = join(s.dir, "tokenizer.json");
-        char *tm = join(s.dir, "tokenizer.model");
+        char *tj = join(s->dir, "tokenizer.json");
+        char *tm = join(s->dir, "tokenizer.model");
         bn_status ts = BN_ERR_NOT_FOUND;
         if (!tj || !tm) {
             st = bn_fail(err, BN_ERR_NOMEM, "out of memory");
         } else {
-            if (is_file(tj)) ts = write_hf_tokenizer(&c, tj, &s.hp);
-            if (ts == BN_ERR_NOT_FOUND && is_file(tm)) ts = write_spm_tokenizer(&c, tm, &s.hp);
-            if (ts == BN_ERR_NOT_FOUND && is_file(tm)) ts = write_tiktoken_tokenizer(&c, tm, &s.hp);
+            if (is_file(tj)) ts = write_hf_tokenizer(&c, tj, &s->hp);
+            if (ts == BN_ERR_NOT_FOUND && is_file(tm)) ts = write_spm_tokenizer(&c, tm, &s->hp);
+            if (ts == BN_ERR_NOT_FOUND && is_file(tm))
+                ts = write_tiktoken_tokenizer(&c, tm, &s->hp);
             if (ts != BN_OK && ts != BN_ERR_NOT_FOUND) st = ts;
         }
         free(tj);
@@ -1569,10 +1570,62 @@ bn_status bn_checkpoint_to_gguf(const char *src, const bn_checkpoint_opts *opts,
         }
     }
     bn_gguf_writer_free(c.w);
+    return st;
+}
+
+bn_status bn_checkpoint_to_gguf(const char *src, const bn_checkpoint_opts *opts,
+                                const char *out_path, void **out_mem, size_t *out_size,
+                                bn_progress_fn cb, void *user, bn_error *err) {
+    if (out_mem) *out_mem = NULL;
+    if (out_size) *out_size = 0;
+    if (!src || (!out_path && (!out_mem || !out_size)))
+        return bn_fail(err, BN_ERR_INVALID_ARG, "bn_checkpoint_to_gguf: NULL source or output");
+    bn_checkpoint_opts o = opts ? *opts : bn_checkpoint_default_opts();
+    bn_status st = check_opts(&o, err);
+    if (st) return st;
+    source s;
+    st = open_source(src, &o, &s, err);
+    if (!st) {
+        const char *base = strrchr(src, '/');
+        base = base && base[1] ? base + 1 : src;
+        st = convert_source(&s, &o, base, out_path, out_mem, out_size, cb, user, err);
+    }
     bn_tset_free(&s.ts);
     free(s.dir);
     if (st) return st;
     return bn_ok(err);
+}
+
+bn_status bn_checkpoint_image_memory(int pt, const void *data, size_t size, const char *config,
+                                     size_t config_len, const bn_checkpoint_opts *opts, void **out,
+                                     size_t *out_size, bn_error *err) {
+    if (!out || !out_size) return bn_fail(err, BN_ERR_INVALID_ARG, "NULL output");
+    *out = NULL;
+    *out_size = 0;
+    bn_checkpoint_opts o = opts ? *opts : bn_checkpoint_default_opts();
+    bn_status st = check_opts(&o, err);
+    if (st) return st;
+    source s;
+    memset(&s, 0, sizeof s);
+    bn_tset_init(&s.ts);
+    s.kind = pt ? SRC_PT : SRC_HF;
+    st = pt ? bn_pt_parse(data, size, &s.ts, err) : bn_safetensors_parse(data, size, &s.ts, err);
+    if (!st && pt) {
+        st = pt_config(&s, err);
+    } else if (!st) {
+        bn_json *j = NULL;
+        bn_error je;
+        st = bn_json_parse(config ? config : "", config ? config_len : 0, &j, &je);
+        if (st) {
+            st = bn_fail(err, BN_ERR_FORMAT, "config.json: %s", je.msg);
+        } else {
+            st = hf_config_json(&s, j, "config.json", err);
+        }
+        bn_json_free(j);
+    }
+    if (!st) st = convert_source(&s, &o, "memory", NULL, out, out_size, NULL, NULL, err);
+    bn_tset_free(&s.ts);
+    return st;
 }
 
 void bn_checkpoint_free_memory(void *p) { free(p); }

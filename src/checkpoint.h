@@ -75,4 +75,12 @@ bn_status bn_safetensors_open(const char *path, bn_tensor_set *out, bn_error *er
 bn_status bn_pt_parse(const void *data, size_t size, bn_tensor_set *out, bn_error *err);
 bn_status bn_pt_open(const char *path, bn_tensor_set *out, bn_error *err);
 
+/* The GGUF image of a checkpoint held in memory: a safetensors buffer with
+ * its config.json text (pt == 0), or a torch.save zip (pt != 0; the
+ * original's ModelArgs). No tokenizer. For the fuzzers and tests; free *out
+ * with bn_checkpoint_free_memory. */
+bn_status bn_checkpoint_image_memory(int pt, const void *data, size_t size, const char *config,
+                                     size_t config_len, const bn_checkpoint_opts *opts, void **out,
+                                     size_t *out_size, bn_error *err);
+
 #endif /* BN_CHECKPOINT_H */
