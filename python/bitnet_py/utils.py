@@ -147,12 +147,17 @@ def make_runner(engine: Any, tokenizer: Any, max_new_tokens: int) -> Runner:
     if isinstance(engine, InferenceEngine) or hasattr(engine, "generate_all"):
         ie = engine
         tok = tokenizer if tokenizer is not None else getattr(ie, "tokenizer", None)
-        ga = getattr(ie, "gen_args", None)
-        if ga is not None and hasattr(ga, "gen_length"):
-            ga.gen_length = max_new_tokens
 
         def run_ie(p: str) -> tuple[str, int]:
-            _, toks = ie.generate_all([_encode(tok, p)], False, False)
+            ga = getattr(ie, "gen_args", None)
+            old = getattr(ga, "gen_length", None)
+            if old is not None:
+                ga.gen_length = max_new_tokens  # for this call only
+            try:
+                _, toks = ie.generate_all([_encode(tok, p)], False, False)
+            finally:
+                if old is not None:
+                    ga.gen_length = old
             ids = [t for t in toks[0] if t not in getattr(tok, "stop_tokens", ())]
             return _decode(tok, ids), len(toks[0])
 

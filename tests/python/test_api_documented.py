@@ -310,6 +310,7 @@ def test_compare_and_validate_against_second_engine(ckpt: Path, model: bn.BitNet
     assert r["speedup"] == pytest.approx(r["rust_results"]["avg_tokens_per_second"]
                                          / r["python_results"]["avg_tokens_per_second"])
     v = bn.validate_outputs(model, other, tokenizer, ["Hello", "The capital of France is"], max_new_tokens=8)
+    assert other.gen_args.gen_length == 32  # the caller's GenArgs are left alone
     assert v["all_match"] and v["num_matches"] == 2 and v["max_difference"] == 0.0
     shallow = bn.load_model(str(ckpt), n_layers=1)
     v2 = bn.validate_outputs(model, shallow, tokenizer, ["Hello"], tolerance=1e-6)
