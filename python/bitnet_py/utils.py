@@ -149,7 +149,7 @@ def make_runner(engine: Any, tokenizer: Any, max_new_tokens: int) -> Runner:
         tok = tokenizer if tokenizer is not None else getattr(ie, "tokenizer", None)
 
         def run_ie(p: str) -> tuple[str, int]:
-            ga = getattr(ie, "gen_args", None)
+            ga: Any = getattr(ie, "gen_args", None)
             old = getattr(ga, "gen_length", None)
             if old is not None:
                 ga.gen_length = max_new_tokens  # for this call only
