@@ -419,13 +419,10 @@ class Engine:
             try:
                 last: list[int] = [0] * n
                 timing.prompt_tokens = sum(len(p) for p in plist)
-                for i, p in enumerate(plist):
-                    if cancel.cancelled:
-                        break
-                    logits = ctx.eval(p, seq_id=i)
-                    if params.max_new_tokens == 0:
-                        continue
-                    last[i] = pick(i, logits[-1])
+                rows = self._prefill(ctx, plist, cancel)
+                if params.max_new_tokens > 0 and not cancel.cancelled:
+                    for i in range(n):
+                        last[i] = pick(i, rows[i])
                 timing.prefill_time = time.perf_counter() - t0
                 if cancel.cancelled:
                     raise CancelledError("cancelled")
@@ -457,12 +454,12 @@ class Engine:
                         break
                     if cancel.cancelled:
                         raise CancelledError("cancelled")
-                    rows = ctx.decode([last[i] for i in active], pos=[pos[i] for i in active],
-                                      seq_ids=active, want_logits=True)
+                    step_rows = ctx.decode([last[i] for i in active], pos=[pos[i] for i in active],
+                                           seq_ids=active, want_logits=True)
                     timing.decode_time = time.perf_counter() - t1
                     for r, i in enumerate(active):
                         pos[i] += 1
-                        last[i] = pick(i, rows[r])
+                        last[i] = pick(i, step_rows[r])
             except CancelledError:
                 logger.debug("generation cancelled")
                 for i in range(n):
@@ -477,6 +474,46 @@ class Engine:
                     from ._memory import record_peak
 
                     record_peak()
+
+    @staticmethod
+    def _prefill(ctx: _core.Context, plist: list[list[int]], cancel: CancelToken) -> list[np.ndarray]:
+        """Evaluate every prompt into its own sequence slot, packing the
+        prompts' tokens into batches of up to n_batch tokens (several
+        sequences per decode call); the logits after each prompt's last token."""
+        nb = ctx.n_batch
+        out: list[Optional[np.ndarray]] = [None] * len(plist)
+        toks: list[int] = []
+        pos: list[int] = []
+        seqs: list[int] = []
+        want: list[bool] = []
+
+        def flush() -> None:
+            if not toks or cancel.cancelled:
+                return
+            rows = ctx.decode(toks, pos=pos, seq_ids=seqs, want_logits=want)
+            r = 0
+            for w, sq in zip(want, seqs):
+                if w:
+                    out[sq] = rows[r]
+                    r += 1
+            toks.clear()
+            pos.clear()
+            seqs.clear()
+            want.clear()
+
+        for i, p in enumerate(plist):
+            last = len(p) - 1
+            for j, t in enumerate(p):
+                toks.append(t)
+                pos.append(j)
+                seqs.append(i)
+                want.append(j == last)
+                if len(toks) == nb:
+                    flush()
+        flush()
+        if cancel.cancelled:
+            raise CancelledError("cancelled")
+        return [o for o in out if o is not None]
 
     def generate(self, prompts: Sequence[Sequence[int]], params: GenParams,
                  cancel: Optional[CancelToken] = None, timing: Optional[Timing] = None,

@@ -95,8 +95,23 @@ def test_batch_is_one_decode_call_per_step(engine: Engine, monkeypatch: pytest.M
     monkeypatch.setattr(Engine, "context", spy_context)
     prompts = [ids_of(engine, t) for t in PROMPTS[:3]]
     engine.generate(prompts, GenParams(max_new_tokens=5, stop_ids=frozenset()))
-    # 4 decode steps after the prefill (the 5th token comes from the 4th step), each with all 3 sequences
-    assert calls == [3, 3, 3, 3]
+    # one prefill call holding all 3 prompts, then 4 decode steps (the 5th token comes from
+    # the 4th step), each with all 3 sequences
+    assert calls == [sum(len(p) for p in prompts), 3, 3, 3, 3]
+
+
+def test_prefill_packs_prompts_into_batches(engine: Engine) -> None:
+    """Prompts longer than n_batch, and batches mixing several prompts,
+    give the same logits as evaluating each prompt alone."""
+    small = Engine(engine.model, engine.tokenizer, n_ctx=256, n_batch=7)
+    prompts = [ids_of(engine, t) for t in PROMPTS] + [[5] * 20]
+    with small.context(len(prompts)) as ctx:
+        rows = Engine._prefill(ctx, prompts, CancelToken())
+    for p, row in zip(prompts, rows):
+        np.testing.assert_array_equal(row, engine.logits(p)[-1])
+    params = GenParams(max_new_tokens=6)
+    assert [r.tokens for r in small.generate(prompts, params)] == [
+        engine.generate([p], params)[0].tokens for p in prompts]
 
 
 def test_stop_at_eot(engine: Engine) -> None:
