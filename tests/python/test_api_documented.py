@@ -374,3 +374,12 @@ def test_one_engine_per_tokenizer_and_context(model: bn.BitNetModel, tokenizer: 
     for _ in range(20):
         model.engine(bn.Tokenizer(tokenizer.model_path or ""))  # new tokenizer objects each time
     assert len(model._engines) <= 8 and before <= 8
+
+
+def test_import_is_quick() -> None:
+    import subprocess
+    import sys
+
+    code = "import time; t = time.perf_counter(); import bitnet_py; print(time.perf_counter() - t)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and float(r.stdout) < 5.0
