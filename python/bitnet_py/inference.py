@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, AsyncIterator, Generator, Iterator, Optional, Sequence, Union
+from typing import Any, AsyncIterator, Generator, Iterator, Mapping, Optional, Sequence, Union
 
 from . import _core
 from ._core import ConfigurationError, TokenizerError
@@ -36,12 +36,27 @@ def _rss_bytes() -> int:
             return 0
 
 
-def _encode_prompt(engine: Engine, prompt: Union[str, Sequence[int]], bos: bool = True) -> list[int]:
+def _is_dialog(prompt: Any) -> bool:
+    if isinstance(prompt, (str, bytes, bytearray)) or not isinstance(prompt, (list, tuple)) or not prompt:
+        return False
+    m = prompt[0]
+    return isinstance(m, Mapping) or (hasattr(m, "role") and hasattr(m, "content"))
+
+
+def _encode_prompt(engine: Engine, prompt: Any, bos: bool = True, chat: Optional[ChatFormat] = None) -> list[int]:
+    """Token ids of a prompt: a str (wrapped as one user message when
+    ``chat`` is given), a dialog (a list of messages, encoded with the
+    original's chat format plus the assistant header), or token ids."""
+    if _is_dialog(prompt):
+        fmt = chat if chat is not None else ChatFormat(Tokenizer(engine.require_tokenizer()))
+        return list(fmt.encode_dialog_prompt(list(prompt), completion=True))
     if isinstance(prompt, str):
+        if chat is not None:
+            return list(chat.encode_dialog_prompt([{"role": "user", "content": prompt}], completion=True))
         tok = engine.require_tokenizer()
         return tok.encode(prompt, bos=bos and tok.bos_id is not None, disallowed_special=())
     if isinstance(prompt, (bytes, bytearray)):
-        raise TokenizerError("prompt must be a str (or a list of token ids), not bytes")
+        raise TokenizerError("prompt must be a str, a list of messages or a list of token ids, not bytes")
     return [int(t) for t in prompt]
 
 
@@ -82,11 +97,11 @@ class GenerationStream:
     Pieces are never broken UTF-8. :meth:`cancel` stops the C work within
     one token (an evaluation already running is interrupted)."""
 
-    def __init__(self, engine: Engine, prompt: Union[str, Sequence[int]], params: GenParams,
-                 timeout: Optional[float] = None) -> None:
+    def __init__(self, engine: Engine, prompt: Any, params: GenParams,
+                 timeout: Optional[float] = None, chat: Optional[ChatFormat] = None) -> None:
         self._engine = engine
         self._prompt_text = prompt if isinstance(prompt, str) else None
-        self._ids = engine.check_prompt(_encode_prompt(engine, prompt))
+        self._ids = engine.check_prompt(_encode_prompt(engine, prompt, chat=chat))
         params.validate()
         self._params = params
         self._cancel = CancelToken()
@@ -402,6 +417,8 @@ class SimpleInference:
             raise ConfigurationError(f"config must be an InferenceConfig, not {type(config).__name__}")
         self.model = model
         self.tokenizer = tokenizer
+        #: A ChatFormat tokenizer makes str prompts one user message in its format.
+        self.chat: Optional[ChatFormat] = tokenizer if isinstance(tokenizer, ChatFormat) else None
         self._config = config if config is not None else InferenceConfig()
         self._config.validate()
 
@@ -445,14 +462,15 @@ class SimpleInference:
     def _generate(self, prompt: Union[str, Sequence[int]], cancel: CancelToken, overrides: dict[str, Any]) -> str:
         eng = self.engine
         params = self._params(overrides)
-        ids = _encode_prompt(eng, prompt)
+        ids = _encode_prompt(eng, prompt, chat=self.chat)
         with _Timeout(cancel, self._config.timeout_seconds):
             res = eng.generate([ids], params, cancel)[0]
         return eng.require_tokenizer().decode(res.tokens, skip_special=True)
 
     def generate_stream(self, prompt: str, **overrides: Any) -> GenerationStream:
         """A :class:`GenerationStream` of the continuation."""
-        return GenerationStream(self.engine, prompt, self._params(overrides), self._config.timeout_seconds)
+        return GenerationStream(self.engine, prompt, self._params(overrides), self._config.timeout_seconds,
+                                self.chat)
 
     def generate_batch(self, prompts: Sequence[str], **overrides: Any) -> list[str]:
         """Continuations of several prompts, advanced together."""
@@ -463,12 +481,12 @@ class SimpleInference:
         bs = self._config.batch_size
         tok = eng.require_tokenizer()
         for i in range(0, len(plist), bs):
-            ids = [_encode_prompt(eng, p) for p in plist[i:i + bs]]
+            ids = [_encode_prompt(eng, p, chat=self.chat) for p in plist[i:i + bs]]
             out.extend(tok.decode(r.tokens, skip_special=True) for r in eng.generate(ids, params))
         return out
 
     def count_tokens(self, text: str) -> int:
-        return len(_encode_prompt(self.engine, text))
+        return len(_encode_prompt(self.engine, text, chat=self.chat))
 
     def __repr__(self) -> str:
         return f"SimpleInference(model={self.model!r}, config={self._config!r})"
@@ -527,7 +545,8 @@ class BatchProcessor:
         stats = Stats()
         bs = self.config.batch_size
         for i in range(0, len(plist), bs):
-            ids = [_encode_prompt(eng, p) for p in plist[i:i + bs]]
+            chat = self.tokenizer if isinstance(self.tokenizer, ChatFormat) else None
+            ids = [_encode_prompt(eng, p, chat=chat) for p in plist[i:i + bs]]
             timing = Timing()
             res = eng.generate(ids, params, timing=timing)
             stats.phases.append(PhaseStats("prefill", timing.prompt_tokens, timing.prefill_time))

@@ -150,7 +150,17 @@ def test_simple_inference_and_configs(model: bn.BitNetModel, tokenizer: bn.Token
         si.generate("x", bogus=1)
     # a tokenizer path, or a ChatFormat, work as the tokenizer argument
     assert bn.SimpleInference(model, tokenizer.model_path, GREEDY).generate("Hello, my name is") == text
-    assert bn.SimpleInference(model, bn.ChatFormat(tokenizer), GREEDY).generate("Hello, my name is") == text
+    # a ChatFormat tokenizer makes a str prompt one user message; a list of messages is a dialog
+    chat = bn.ChatFormat(tokenizer)
+    ids = chat.encode_dialog_prompt([{"role": "user", "content": "Hello, my name is"}], completion=True)
+    plain = bn.SimpleInference(model, tokenizer, GREEDY)
+    as_chat = plain.generate(ids)
+    assert bn.SimpleInference(model, chat, GREEDY).generate("Hello, my name is") == as_chat
+    assert plain.generate([{"role": "user", "content": "Hello, my name is"}]) == as_chat
+    assert plain.generate([bn.Message("user", "Hello, my name is")]) == as_chat
+    assert "".join(bn.SimpleInference(model, chat, GREEDY).generate_stream("Hello, my name is")) == as_chat
+    assert bn.BatchProcessor(model, chat, bn.BatchConfig(max_new_tokens=16)).process_batch(
+        ["Hello, my name is"]) == [as_chat]
 
 
 @pytest.mark.parametrize("strategy", list(bn.config.STRATEGIES))
