@@ -43,9 +43,12 @@
 
 enum { BN_LAYOUT_R16 = 1 };
 
-#define TILE 8    /* tokens per pass over a group */
-#define PANEL 8   /* groups of 16 rows per panel (128 rows) */
-#define MAX_NB 64 /* 256-column blocks per row handled here (n_cols <= 16384) */
+#define TILE 8  /* tokens per pass over a group */
+#define PANEL 8 /* groups of 16 rows per panel (128 rows) */
+#define MAX_NB 64
+#ifndef PREFETCH
+#define PREFETCH 2048 /* bytes ahead of the decode weight stream */
+#endif                /* 256-column blocks per row handled here (n_cols <= 16384) */
 
 /* ------------------------------------------------------------------------ */
 /* Repacking                                                                */
@@ -177,7 +180,7 @@ static inline __m512i bcast4(const int8_t *p) {
     return _mm512_set1_epi32(v);
 }
 
-/* One group (16 rows) times NT tokens (NT <= TILE). q points at column 0
+/* One group (16 rows) times NT tokens (2 <= NT <= TILE). q points at column 0
  * of the first token; asum[t * nbs + b] is the activation sum of block b of
  * token t (TQ: blocks of 256 columns; I2_S: one block, the whole row).
  * Writes out[t * out_stride + row] for the rows of mask. */
@@ -185,17 +188,16 @@ static inline __attribute__((always_inline)) void
 group_tile(const uint8_t *gw, const uint16_t *gd, int tq, int64_t n, const int8_t *q,
            const int32_t *asum, int nbs, int NT, const float *ascale, float wscale, float *out,
            int64_t out_stride, __mmask16 mask) {
-    enum { NA = 2 };
     const __m512i m3 = _mm512_set1_epi8(3);
     __m512 facc[TILE];
-    __m512i acc[TILE][4];
+    __m512i acc0[TILE], acc1[TILE];
     for (int t = 0; t < NT; t++)
         facc[t] = _mm512_setzero_ps();
     const int64_t bcols = tq ? 256 : n;
     for (int b = 0; b < nbs; b++) {
         for (int t = 0; t < NT; t++) {
-            for (int a = 0; a < 4; a++)
-                acc[t][a] = _mm512_setzero_si512();
+            acc0[t] = _mm512_setzero_si512();
+            acc1[t] = _mm512_setzero_si512();
         }
         const uint8_t *cw = gw + (size_t)b * (size_t)bcols * 4;
         const int8_t *qb = q + b * bcols;
@@ -207,22 +209,14 @@ group_tile(const uint8_t *gw, const uint16_t *gd, int tq, int64_t n, const int8_
             const __m512i c3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), m3);
             for (int t = 0; t < NT; t++) {
                 const int8_t *a = qb + t * n + c * 16;
-                if (NT == 1) { /* four independent chains hide vpdpbusd latency */
-                    acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], c0, bcast4(a + 0));
-                    acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], c1, bcast4(a + 4));
-                    acc[t][2] = _mm512_dpbusd_epi32(acc[t][2], c2, bcast4(a + 8));
-                    acc[t][3] = _mm512_dpbusd_epi32(acc[t][3], c3, bcast4(a + 12));
-                } else {
-                    acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], c0, bcast4(a + 0));
-                    acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], c1, bcast4(a + 4));
-                    acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], c2, bcast4(a + 8));
-                    acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], c3, bcast4(a + 12));
-                }
+                acc0[t] = _mm512_dpbusd_epi32(acc0[t], c0, bcast4(a + 0));
+                acc1[t] = _mm512_dpbusd_epi32(acc1[t], c1, bcast4(a + 4));
+                acc0[t] = _mm512_dpbusd_epi32(acc0[t], c2, bcast4(a + 8));
+                acc1[t] = _mm512_dpbusd_epi32(acc1[t], c3, bcast4(a + 12));
             }
         }
         for (int t = 0; t < NT; t++) {
-            __m512i s = _mm512_add_epi32(acc[t][0], acc[t][1]);
-            if (NT == 1) s = _mm512_add_epi32(s, _mm512_add_epi32(acc[t][2], acc[t][3]));
+            __m512i s = _mm512_add_epi32(acc0[t], acc1[t]);
             s = _mm512_sub_epi32(s, _mm512_set1_epi32(asum[t * nbs + b]));
             const __m512 f = _mm512_cvtepi32_ps(s);
             if (tq) {
@@ -240,6 +234,46 @@ group_tile(const uint8_t *gw, const uint16_t *gd, int tq, int64_t n, const int8_
         const __m512 r = _mm512_div_ps(_mm512_mul_ps(facc[t], ws), _mm512_set1_ps(ascale[t]));
         _mm512_mask_storeu_ps(out + t * out_stride, mask, r);
     }
+}
+
+/* One group, one token (decode): four independent accumulator chains hide
+ * the vpdpbusd latency; two chunks per iteration. */
+static void group_tile1(const uint8_t *gw, const uint16_t *gd, int tq, int64_t n, const int8_t *q,
+                        const int32_t *asum, int nbs, const float *ascale, float wscale, float *out,
+                        __mmask16 mask) {
+    const __m512i m3 = _mm512_set1_epi8(3);
+    __m512 facc = _mm512_setzero_ps();
+    const int64_t bcols = tq ? 256 : n;
+    for (int b = 0; b < nbs; b++) {
+        __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+        __m512i a2 = _mm512_setzero_si512(), a3 = _mm512_setzero_si512();
+        const uint8_t *cw = gw + (size_t)b * (size_t)bcols * 4;
+        const int8_t *qb = q + b * bcols;
+        for (int64_t c = 0; c < bcols / 16; c++) {
+            const __m512i v = _mm512_load_si512(cw + c * 64);
+            _mm_prefetch((const char *)(cw + c * 64 + PREFETCH), _MM_HINT_T0);
+            const int8_t *a = qb + c * 16;
+            a0 = _mm512_dpbusd_epi32(a0, _mm512_and_si512(v, m3), bcast4(a + 0));
+            a1 = _mm512_dpbusd_epi32(a1, _mm512_and_si512(_mm512_srli_epi16(v, 2), m3),
+                                     bcast4(a + 4));
+            a2 = _mm512_dpbusd_epi32(a2, _mm512_and_si512(_mm512_srli_epi16(v, 4), m3),
+                                     bcast4(a + 8));
+            a3 = _mm512_dpbusd_epi32(a3, _mm512_and_si512(_mm512_srli_epi16(v, 6), m3),
+                                     bcast4(a + 12));
+        }
+        __m512i s = _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
+        s = _mm512_sub_epi32(s, _mm512_set1_epi32(asum[b]));
+        const __m512 f = _mm512_cvtepi32_ps(s);
+        if (tq) {
+            const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gd + 16 * b)));
+            facc = _mm512_add_ps(facc, _mm512_mul_ps(d, f));
+        } else {
+            facc = f;
+        }
+    }
+    const __m512 r =
+        _mm512_div_ps(_mm512_mul_ps(facc, _mm512_set1_ps(wscale)), _mm512_set1_ps(ascale[0]));
+    _mm512_mask_storeu_ps(out, mask, r);
 }
 
 #define GROUP_TILE_CASE(N)                                                                         \
@@ -277,7 +311,9 @@ static void avx512_matmul_r16(const bn_tensor *w, const int8_t *q, const float *
                     (__mmask16)((((1u << (hi - lo)) - 1u) << (lo - 16 * g)) & 0xffffu);
                 float *o = out + t0 * out_stride + 16 * g;
                 switch (nt) {
-                    GROUP_TILE_CASE(1)
+                case 1:
+                    group_tile1(gw, gd, tq, n, qt, asum, nbs, act_scale + t0, w->scale, o, mask);
+                    break;
                     GROUP_TILE_CASE(2)
                     GROUP_TILE_CASE(3)
                     GROUP_TILE_CASE(4)
