@@ -112,7 +112,11 @@ def test_safetensors_through_c_loader(tmp_path: Path) -> None:
     else:
         assert model.config.vocab_size == 300
         g = S.write_gguf(m, tmp_path / "m.gguf", weight_type="f32")
-        np.testing.assert_allclose(model.forward([1, 2, 3]), bn.load_model(g).forward([1, 2, 3]), atol=1e-4)
+        ref = bn.load_model(g).forward([1, 2, 3])
+        np.testing.assert_allclose(model.forward([1, 2, 3]), ref, atol=1e-4)
+        for m2 in (bn.load_model(d), bn.load_model(d, model_format="safetensors"),
+                   bn.BitNetModel.from_pretrained(d)):
+            np.testing.assert_allclose(m2.forward([1, 2, 3]), ref, atol=1e-4)
 
 
 def test_forward_equals_c_engine(model: bn.BitNetModel, ckpt: Path) -> None:
