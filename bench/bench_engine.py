@@ -42,6 +42,7 @@ BENCH = ROOT / "bench"
 MODELS = BENCH / "models"
 BUILD = ROOT / "build-perf"
 DRIVER = BUILD / "bn_bench"
+KBENCH = BUILD / "bn_kernel_bench"
 
 SMALL = dict(n_vocab=32000, n_embd=1024, n_layer=4, n_head=16, n_head_kv=4, n_ff=2816, n_ctx=512)
 
@@ -95,9 +96,10 @@ def build_engine() -> None:
                        stdout=subprocess.DEVNULL)
     subprocess.run(["cmake", "--build", str(BUILD), "-j2", "--target", "bitnet_static"],
                    check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([os.environ.get("CC", "cc"), "-O2", "-I", str(ROOT / "include"), "-I",
-                    str(ROOT / "src"), str(BENCH / "bn_bench.c"), str(BUILD / "libbitnet.a"),
-                    "-lpthread", "-lm", "-o", str(DRIVER)], check=True)
+    for src, exe in ((BENCH / "bn_bench.c", DRIVER), (BENCH / "bn_kernel_bench.c", KBENCH)):
+        subprocess.run([os.environ.get("CC", "cc"), "-O2", "-I", str(ROOT / "include"), "-I",
+                        str(ROOT / "src"), str(src), str(BUILD / "libbitnet.a"), "-lpthread", "-lm",
+                        "-o", str(exe)], check=True)
 
 
 # --------------------------------------------------------------------------
@@ -240,6 +242,8 @@ def main() -> int:
     ap.add_argument("--n-prompt", type=int, default=128)
     ap.add_argument("--n-gen", type=int, default=64)
     ap.add_argument("--profile", action="store_true", help="print a decode-step breakdown")
+    ap.add_argument("--kernels", action="store_true",
+                    help="also measure the kernels' bytes/s against a plain streaming read")
     ap.add_argument("--no-llama", action="store_true")
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--json", default=str(BENCH / "results" / "bench.json"))
@@ -294,13 +298,22 @@ def main() -> int:
                 log(f"[{rep}] small {t}t: ours tg {ours_small[t][-1]['tg']:.1f}, "
                     f"transformers tg {r['tg']:.2f}")
 
+    if a.kernels:
+        kruns = []
+        for _ in range(3):
+            la = loadavg()
+            r = json.loads(subprocess.run([str(KBENCH), "3"], check=True, capture_output=True,
+                                          text=True).stdout)
+            r["load_avg"] = la
+            kruns.append(r)
+        results["kernel_bandwidth"] = kruns
     print(f"\nBitNet b1.58 2B-4T shapes (synthetic weights, `bitnet` SiLU arch, Q6_K tied head); "
           f"prefill {a.n_prompt} / decode {a.n_gen} tokens/s, best of {a.reps} interleaved runs; "
           f"load average before: {results['load_before']}, after: {loadavg()}")
     hdr = ("| engine, weights | thr | prefill t/s | decode t/s | pp / llama TQ2_0 | "
-           "tg / llama TQ2_0 | load s | peak RSS MiB |")
+           "tg / llama TQ2_0 | load s | peak RSS MiB | decode GB/s |")
     print(hdr)
-    print("|" + "---|" * 8)
+    print("|" + "---|" * 9)
     for t in threads:
         base = summarize(llama[("tq2_0", t)]) if ("tq2_0", t) in llama else None
         rows = [(f"ours, {f}", summarize(ours[(f, t)])) for f in formats]
@@ -309,8 +322,16 @@ def main() -> int:
         for name, s in rows:
             rp = f"{s['pp_best'] / base['pp_best']:.2f}x" if base else "-"
             rt = f"{s['tg_best'] / base['tg_best']:.2f}x" if base else "-"
+            # bytes streamed per decode step: our weights as used (repacked);
+            # llama.cpp's: the file's tensor data (about the file size)
+            wmb = s["runs"][0].get("weight_mb")
+            if wmb is None:
+                fmb = os.path.getsize(big_model(name.split(", ")[1])) / 2**20
+                wmb = fmb
+            s["decode_GBps"] = wmb * 2**20 * s["tg_best"] / 1e9
             print(f"| {name} | {t} | {s['pp_best']:.1f} | {s['tg_best']:.2f} | {rp} | {rt} | "
-                  f"{s['load_s_best']:.2f} | {s['peak_rss_mb_best']:.0f} |")
+                  f"{s['load_s_best']:.2f} | {s['peak_rss_mb_best']:.0f} | "
+                  f"{s['decode_GBps']:.1f} |")
             key = name.replace(", ", "_").replace(".", "")
             bucket = results["llama" if name.startswith("llama") else "engine"]
             bucket[f"{key}_{t}t"] = s
@@ -330,6 +351,13 @@ def main() -> int:
             results["hf"][f"{t}t"] = {"ours": so, "transformers": sh,
                                       "pp_ratio": so["pp_best"] / sh["pp_best"],
                                       "tg_ratio": so["tg_best"] / sh["tg_best"]}
+    if a.kernels:
+        print("\nKernels on one thread, bytes/s (GB/s) vs a plain AVX-512 streaming read, "
+              "interleaved:")
+        for r in results["kernel_bandwidth"]:
+            print(f"  read {r['read_GBps']:.1f}, ternary matvec {r['ternary_GBps']:.1f} "
+                  f"({100 * r['ternary_frac']:.0f} %), Q6_K head {r['head_q6_k_GBps']:.1f} "
+                  f"({100 * r['head_frac']:.0f} %)  (load {r['load_avg']})")
     if a.profile:
         print("\nWhere a decode step goes (ours, summed over all runs of each config):")
         for (f, t), runs in sorted(ours.items()):

@@ -39,6 +39,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 enum { BN_LAYOUT_R16 = 1 };
@@ -107,14 +108,23 @@ static void row_codes(const bn_tensor *w, int64_t row, uint8_t *codes, uint16_t 
     }
 }
 
-static void avx512_pack(bn_tensor *w, void *dst) {
+typedef struct PackJob {
+    const bn_tensor *w;
+    uint8_t *dst;
+    int64_t g0, g1;
+} PackJob;
+
+/* Row groups [g0, g1) of the packed layout. */
+static void *pack_groups(void *arg) {
+    const PackJob *j = arg;
+    const bn_tensor *w = j->w;
     const int64_t n = w->n_cols, nchunk = n / 16, nb = n / 256;
     const int64_t groups = (w->n_rows + 15) / 16;
-    uint8_t *out = dst;
+    uint8_t *out = j->dst;
     uint16_t *scales = (uint16_t *)(out + (size_t)groups * (size_t)n * 4);
     uint8_t codes[256 * MAX_NB];
     uint16_t d[MAX_NB];
-    for (int64_t g = 0; g < groups; g++) {
+    for (int64_t g = j->g0; g < j->g1; g++) {
         uint8_t *gout = out + (size_t)g * (size_t)n * 4;
         for (int r = 0; r < 16; r++) {
             const int64_t row = 16 * g + r;
@@ -141,9 +151,9 @@ static void avx512_pack(bn_tensor *w, void *dst) {
                     memcpy(gout + (c + k) * 64 + 4 * r, &lanes[4 * k], 4);
             }
             for (; c < nchunk; c++) {
-                for (int j = 0; j < 4; j++) {
-                    const uint8_t *p = codes + 16 * c + j;
-                    gout[c * 64 + 4 * r + j] =
+                for (int i = 0; i < 4; i++) {
+                    const uint8_t *p = codes + 16 * c + i;
+                    gout[c * 64 + 4 * r + i] =
                         (uint8_t)(p[0] | (p[4] << 2) | (p[8] << 4) | (p[12] << 6));
                 }
             }
@@ -153,6 +163,23 @@ static void avx512_pack(bn_tensor *w, void *dst) {
             }
         }
     }
+    return NULL;
+}
+
+/* Repacks on two threads when the matrix is large (load time: the 2B-4T
+ * model's 2 G weights), on the caller alone if a thread cannot start. */
+static void avx512_pack(bn_tensor *w, void *dst) {
+    const int64_t groups = (w->n_rows + 15) / 16;
+    PackJob a = {w, dst, 0, groups}, b = a;
+    pthread_t th;
+    int started = 0;
+    if (groups >= 64 && w->n_cols >= 1024) {
+        a.g1 = b.g0 = groups / 2;
+        started = pthread_create(&th, NULL, pack_groups, &b) == 0;
+        if (!started) a.g1 = groups;
+    }
+    pack_groups(&a);
+    if (started) pthread_join(th, NULL);
     w->data = dst;
     w->layout = BN_LAYOUT_R16;
 }
