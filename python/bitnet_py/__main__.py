@@ -76,7 +76,7 @@ def _simple(args: argparse.Namespace) -> Any:
 
 def _generate(args: argparse.Namespace, out: TextIO) -> int:
     si = _simple(args)
-    prompts = args.prompt or ["Hello, my name is"]
+    prompts = list(args.text or []) + list(args.prompt or []) or ["Hello, my name is"]
     for prompt in prompts:
         stream = si.generate_stream(prompt)
         if args.json:
@@ -152,6 +152,7 @@ def main(argv: Optional[Sequence[str]] = None, stdin: Optional[TextIO] = None,
     sub.add_parser("version", help="print versions, kernels and CPU features")
     p_gen = sub.add_parser("generate", help="generate a continuation of a prompt")
     _add_gen_args(p_gen)
+    p_gen.add_argument("text", nargs="*", help="prompt(s) (as -p)")
     p_gen.add_argument("-p", "--prompt", action="append", help="prompt (repeatable; default 'Hello, my name is')")
     p_gen.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
     p_gen.add_argument("--json", action="store_true", help="one JSON object per prompt")

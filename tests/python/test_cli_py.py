@@ -116,3 +116,10 @@ def test_info_and_version(paths: tuple[Path, str], capsys: pytest.CaptureFixture
     assert info["config"]["n_vocab"] == 128256
     assert main(["version"]) == 0
     assert bn.__version__ in capsys.readouterr().out
+
+
+def test_generate_positional_prompt(paths: tuple[Path, str]) -> None:
+    ckpt, tok = paths
+    out = io.StringIO()
+    assert main(["generate", "Once upon a time", "-m", str(ckpt), "-t", tok, "-n", "6", "--greedy"], stdout=out) == 0
+    assert out.getvalue() == greedy(ckpt, tok, "Once upon a time", 6) + "\n"
