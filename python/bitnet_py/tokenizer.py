@@ -139,8 +139,9 @@ class ChatFormat:
                              return_target: bool = False) -> Any:
         """``[bos]`` + every message (+ the assistant header when
         ``completion``); ``(tokens, targets)`` when ``return_target``."""
-        tokens = [self.tokenizer.bos_id]
-        targets = [-1]
+        bos = self.tokenizer.bos_id
+        tokens = [bos] if bos >= 0 else []
+        targets = [-1] * len(tokens)
         for message in dialog:
             t, g = self.encode_message(message, return_target=True)
             tokens.extend(t)
