@@ -281,6 +281,11 @@ class InferenceEngine:
             # the original's order: FastGen(args, model_args, prefill_model, decode_model, tokenizer)
             prefill_model, decode_model, tokenizer, gen_args, device = (
                 tokenizer, gen_args, device, prefill_model, None)
+        if decode_model is not None and not isinstance(decode_model, BitNetModel):
+            # InferenceEngine(model, tokenizer[, device]) of the earlier native module
+            if tokenizer is not None and device is None and isinstance(tokenizer, str):
+                device = tokenizer
+            tokenizer, decode_model = decode_model, None
         if not isinstance(prefill_model, BitNetModel):
             raise ConfigurationError(f"prefill_model must be a BitNetModel, not {type(prefill_model).__name__}")
         self.prefill_model = prefill_model
@@ -382,10 +387,24 @@ class InferenceEngine:
         return stats, answers
 
     def generate(self, prompt: Union[str, Sequence[int]], max_new_tokens: Optional[int] = None,
-                 use_sampling: Optional[bool] = None) -> str:
-        """The continuation of ``prompt`` (encoded with bos) as text."""
+                 use_sampling: Optional[bool] = None, *, max_tokens: Optional[int] = None,
+                 temperature: Optional[float] = None, top_p: Optional[float] = None,
+                 top_k: Optional[int] = None) -> str:
+        """The continuation of ``prompt`` (encoded with bos) as text.
+
+        ``max_tokens``/``temperature``/``top_p``/``top_k`` (the earlier
+        native module's keywords) sample with those values; ``max_tokens``
+        and ``top_k`` must be > 0 there."""
+        if max_tokens is not None:
+            max_new_tokens = check_int("max_tokens", max_tokens, 1)
+        p = self._params(use_sampling, max_new_tokens)
+        if temperature is not None or top_p is not None or top_k is not None:
+            p.temperature = 0.7 if temperature is None else float(temperature)
+            p.top_p = 0.9 if top_p is None else float(top_p)
+            p.top_k = 50 if top_k is None else check_int("top_k", top_k, 1)
+            p.validate()
         ids = _encode_prompt(self._engine, prompt)
-        res = self._engine.generate([ids], self._params(use_sampling, max_new_tokens))[0]
+        res = self._engine.generate([ids], p)[0]
         return self._engine.require_tokenizer().decode(res.tokens, skip_special=True)
 
     def generate_stream(self, prompt: Union[str, Sequence[int]], max_new_tokens: Optional[int] = None,

@@ -319,3 +319,16 @@ def test_fastgen_original_constructor_order(gen: fast.FastGen) -> None:
     assert g.generate_all(p, True, False)[1][0] == gen.generate_all(p, True, False)[1][0][:8]
     with pytest.raises(fast.ConfigurationError, match="BitNetModel"):
         fast.FastGen("not a model")  # type: ignore[arg-type]
+
+
+def test_inference_engine_native_module_style(gen: fast.FastGen, tok_path: str) -> None:
+    m = gen.prefill_model
+    e = fast.InferenceEngine(m, tok_path, "cpu")  # the earlier native module's (model, tokenizer, device)
+    assert isinstance(e.tokenizer, fast.Tokenizer)
+    greedy = e.generate("Hello", max_tokens=5, temperature=0.0)
+    assert greedy == gen.generate("Hello", max_new_tokens=5)
+    assert isinstance(e.generate("Hello", max_tokens=5, temperature=0.7, top_p=0.9, top_k=50), str)
+    for bad in ({"max_tokens": 0}, {"temperature": -1.0}, {"top_p": 0.0}, {"top_k": 0},
+                {"temperature": float("inf")}):
+        with pytest.raises(ValueError):
+            e.generate("Hello", **bad)  # type: ignore[arg-type]
