@@ -22,6 +22,9 @@ from .tokenizer import ChatFormat, Tokenizer, create_tokenizer
 
 logger = logging.getLogger(__name__)
 
+#: A prompt: text, a dialog (list of {"role", "content"} dicts or Messages), or token ids.
+Prompt = Union[str, Sequence[Any], Sequence[int]]
+
 
 def _rss_bytes() -> int:
     try:
@@ -474,11 +477,12 @@ class SimpleInference:
             p.stop_ids = eng.stop_ids() | {cfg.eos_token_id}
         return p
 
-    def generate(self, prompt: str, **overrides: Any) -> str:
-        """The continuation of ``prompt`` (a str, or token ids)."""
+    def generate(self, prompt: Prompt, **overrides: Any) -> str:
+        """The continuation of ``prompt`` (a str, a dialog, or token ids);
+        ``overrides``: InferenceConfig fields for this call."""
         return self._generate(prompt, CancelToken(), overrides)
 
-    def _generate(self, prompt: Union[str, Sequence[int]], cancel: CancelToken, overrides: dict[str, Any]) -> str:
+    def _generate(self, prompt: Prompt, cancel: CancelToken, overrides: dict[str, Any]) -> str:
         eng = self.engine
         params = self._params(overrides)
         ids = _encode_prompt(eng, prompt, chat=self.chat)
@@ -486,7 +490,7 @@ class SimpleInference:
             res = eng.generate([ids], params, cancel)[0]
         return eng.require_tokenizer().decode(res.tokens, skip_special=True)
 
-    def generate_stream(self, prompt: str, **overrides: Any) -> GenerationStream:
+    def generate_stream(self, prompt: Prompt, **overrides: Any) -> GenerationStream:
         """A :class:`GenerationStream` of the continuation."""
         return GenerationStream(self.engine, prompt, self._params(overrides), self._config.timeout_seconds,
                                 self.chat)
@@ -516,7 +520,7 @@ class AsyncInference(SimpleInference):
     ``async for piece in generate_stream(prompt)``. C work runs in worker
     threads; the event loop is never blocked."""
 
-    async def generate_async(self, prompt: str, **overrides: Any) -> str:
+    async def generate_async(self, prompt: Prompt, **overrides: Any) -> str:
         """The continuation, computed in a worker thread; cancelling the
         awaiting task cancels the generation."""
         loop = asyncio.get_running_loop()
@@ -531,7 +535,7 @@ class AsyncInference(SimpleInference):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, lambda: self.generate_batch(prompts, **overrides))
 
-    async def generate_stream_async(self, prompt: str, **overrides: Any) -> AsyncIterator[str]:
+    async def generate_stream_async(self, prompt: Prompt, **overrides: Any) -> AsyncIterator[str]:
         async for piece in self.generate_stream(prompt, **overrides):
             yield piece
 
