@@ -151,10 +151,13 @@ def llama_worker(model: str, threads: int, n_prompt: int, n_gen: int) -> None:
                       "python_rss_mb": base_rss / 1024}))
 
 
-def run_llama(model: Path, threads: int, n_prompt: int, n_gen: int) -> dict:
+def run_llama(model: Path, threads: int, n_prompt: int, n_gen: int, passive: bool = False) -> dict:
+    env = dict(os.environ)
+    if passive:  # OpenMP workers sleep instead of spinning (kinder on a busy machine)
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     out = subprocess.run([sys.executable, __file__, "--llama-worker", str(model), str(threads),
                           str(n_prompt), str(n_gen)], check=True, capture_output=True,
-                         text=True).stdout
+                         text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -245,6 +248,9 @@ def main() -> int:
     ap.add_argument("--kernels", action="store_true",
                     help="also measure the kernels' bytes/s against a plain streaming read")
     ap.add_argument("--no-llama", action="store_true")
+    ap.add_argument("--llama-omp-passive", action="store_true",
+                    help="run llama.cpp with OMP_WAIT_POLICY=PASSIVE (its OpenMP workers sleep "
+                         "instead of spinning: much better when the machine is oversubscribed)")
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--json", default=str(BENCH / "results" / "bench.json"))
     a = ap.parse_args()
@@ -262,7 +268,8 @@ def main() -> int:
         llama_info = None
         a.no_llama = True
     results: dict = {"machine": {"cpu": os.uname().machine, "nproc": os.cpu_count()},
-                     "llama_cpp": llama_info, "n_prompt": a.n_prompt, "n_gen": a.n_gen,
+                     "llama_cpp": llama_info, "llama_omp_passive": a.llama_omp_passive,
+                     "n_prompt": a.n_prompt, "n_gen": a.n_gen,
                      "load_before": loadavg(), "engine": {}, "llama": {}, "hf": {}}
     ours: dict = {}
     llama: dict = {}
@@ -276,7 +283,7 @@ def main() -> int:
                 log(f"[{rep}] ours {f} {t}t: pp {r['pp']:.1f} tg {r['tg']:.2f} (load {la})")
                 if not a.no_llama:
                     la = loadavg()
-                    r = run_llama(big_model(f), t, a.n_prompt, a.n_gen)
+                    r = run_llama(big_model(f), t, a.n_prompt, a.n_gen, a.llama_omp_passive)
                     r["load_avg"] = la
                     llama.setdefault((f, t), []).append(r)
                     log(f"[{rep}] llama.cpp {f} {t}t: pp {r['pp']:.1f} tg {r['tg']:.2f} "
