@@ -12,7 +12,10 @@ cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DBN_WERROR=ON
 cmake --build "$build_dir" -j "$jobs"
 ctest --test-dir "$build_dir" --output-on-failure -j "$jobs"
 
-export BITNET_CLI="$PWD/$build_dir/bitnet"
+case "$build_dir" in
+    /*) export BITNET_CLI="$build_dir/bitnet" ;;
+    *) export BITNET_CLI="$PWD/$build_dir/bitnet" ;;
+esac
 set +e
 python -m pytest tests/python -q -ra "$@"
 rc=$?
