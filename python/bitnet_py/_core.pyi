@@ -29,6 +29,18 @@ class BitNetError(Exception):
     hint: str | None
     status: int | None
     status_name: str | None
+    def __init__(self, *args: Any, error_type: str | None = None, hint: str | None = None, **kw: Any) -> None: ...
+    # Added by bitnet_py/__init__.py (the documented API's names).
+    @property
+    def message(self) -> str: ...
+    @property
+    def suggestions(self) -> list[str]: ...
+    @property
+    def recovery_hint(self) -> str | None: ...
+    @property
+    def error_code(self) -> str | None: ...
+    @property
+    def recovery_possible(self) -> bool: ...
 
 class ModelNotFoundError(BitNetError, FileNotFoundError): ...
 class ModelFormatError(BitNetError, ValueError): ...
@@ -58,6 +70,34 @@ def dequantize(type: _TypeArg, data: Buffer, n_cols: int, n_rows: int = 1) -> np
 
 def ternarize(w: npt.ArrayLike) -> tuple[npt.NDArray[np.int8], float]:
     """BitNet absmean: (q in {-1, 0, 1} shaped like w, scale)."""
+
+# ---------------------------------------------------------------------------
+# Checkpoints (safetensors, Hugging Face directories, the original's .pt)
+# ---------------------------------------------------------------------------
+
+def checkpoint_format(path: _Path) -> Literal["gguf", "safetensors", "hf-dir", "pt", "pt-dir", "unknown"]:
+    """Which reader a file or directory needs."""
+
+@overload
+def checkpoint_to_gguf(
+    src: _Path,
+    dst: None = None,
+    weight_type: _TypeArg | None = None,
+    head_type: _TypeArg | None = None,
+    pt_variant: int = 0,
+    tokenizer: bool = True,
+    progress: Any = None,
+) -> bytes: ...
+@overload
+def checkpoint_to_gguf(
+    src: _Path,
+    dst: _Path,
+    weight_type: _TypeArg | None = None,
+    head_type: _TypeArg | None = None,
+    pt_variant: int = 0,
+    tokenizer: bool = True,
+    progress: Any = None,
+) -> None: ...
 
 # ---------------------------------------------------------------------------
 # GGUF
