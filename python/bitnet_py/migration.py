@@ -289,7 +289,7 @@ class _Usage(ast.NodeVisitor):
                 self.cuda_calls.append(node.lineno)
             if f.attr in ORIGINAL_FUNCTIONS:
                 self.functions.append((f.attr, node.lineno))
-            elif isinstance(f.value, ast.Name) and f.value.id in self.aliases:
+            elif isinstance(f.value, ast.Name) and f.value.id in self.aliases and not f.attr[:1].isupper():
                 self.functions.append((f.attr, node.lineno))
         elif isinstance(f, ast.Name):
             orig = self.names.get(f.id)
@@ -328,7 +328,8 @@ def analyze_source(raw: bytes, filename: str = "<source>") -> dict[str, Any]:
     names: dict[str, str] = {}
     imported_classes: list[tuple[str, int]] = []
     for imp in found:
-        result["imports"].append((imp.lineno, imp.statement))
+        if (imp.lineno, imp.statement) not in result["imports"]:
+            result["imports"].append((imp.lineno, imp.statement))
         new = new_by_line.get(imp.statement)
         if new is not None:
             result["suggestions"].append(f"Line {imp.lineno}: Replace '{imp.statement}' with '{new}'")
@@ -910,6 +911,7 @@ Set BITNET_ORIGINAL_PATH to the original's ``gpu/`` directory to put it on
 status 1 when both ran and their tokens differ.
 """
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -940,9 +942,9 @@ def load_original():
     extra = os.environ.get("BITNET_ORIGINAL_PATH")
     if extra:
         sys.path.insert(0, extra)
-    try:
-        import generate as orig_generate  # the original's generate.py
-        import model as orig_model  # noqa: F401  (the original's model.py)
+    try:  # importlib, so that a later migration never rewrites these
+        orig_generate = importlib.import_module("generate")  # the original's generate.py
+        importlib.import_module("model")  # the original's model.py
     except ImportError as e:
         return None, f"{type(e).__name__}: {e}"
     if getattr(orig_generate, "__name__", "") == "bitnet_py" or not hasattr(orig_generate, "FastGen"):
