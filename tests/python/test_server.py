@@ -246,3 +246,16 @@ def test_queue_full_429(model: Path) -> None:
         assert httpx.get(s.url + "/v1/models").status_code == 200
     finally:
         s.stop()
+
+
+def test_dockerfile() -> None:
+    """The container runs the server as a non-root user with a health check
+    against /health (the image itself is built in CI where Docker exists)."""
+    text = (REPO / "Dockerfile").read_text()
+    users = [l.split()[1] for l in text.splitlines() if l.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    hc = [l for l in text.splitlines() if l.startswith("HEALTHCHECK")]
+    assert hc and "/health" in text[text.index("HEALTHCHECK"):]
+    assert '"bitnet_py.server"' in text and "EXPOSE 8000" in text
+    ignore = (REPO / ".dockerignore").read_text().split()
+    assert {".git", "build-*", "tests"} <= set(ignore)
