@@ -163,6 +163,10 @@ def test_errors(server: Server, client: Any) -> None:
     r = httpx.post(server.url + "/v1/chat/completions", headers=h,
                    json={"model": "model.gguf", "messages": [{"role": "robot", "content": "hi"}]})
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages[0]"
+    for stream in (False, True):  # longer than the context: 400 before any event
+        r = httpx.post(server.url + "/v1/completions", headers=h, json={
+            "model": "model.gguf", "prompt": "word " * 3000, "max_tokens": 4, "stream": stream})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
     assert httpx.get(server.url + "/v1/models").status_code == 401
     assert httpx.get(server.url + "/health").json()["status"] == "ok"  # open without a key
 

@@ -279,14 +279,20 @@ def create_app(settings: ServerSettings, engine: Any = None) -> Any:
         eng = state["engine"]
         return eng.count_tokens(text_or_ids) if isinstance(text_or_ids, str) else 0
 
-    async def run_stream(g: _Gen, is_disconnected: Any) -> AsyncIterator[tuple[str, Optional[str], Any]]:
+    def open_stream(g: _Gen) -> Any:
+        """The generation's stream (nothing runs yet); prompt errors are 400."""
+        if not state["ready"]:
+            raise APIError(503, "the server is not ready", "server_error", code="not_ready",
+                           headers={"Retry-After": "1"})
+        try:
+            return state["engine"].generate_stream(g.prompt, **g.overrides())
+        except (ValueError, TypeError) as e:
+            raise APIError(400, str(e), param="prompt", code="invalid_prompt") from None
+
+    async def run_stream(g: _Gen, stream: Any, is_disconnected: Any
+                         ) -> AsyncIterator[tuple[str, Optional[str], Any]]:
         """(piece, finish_reason or None, stream) events; cancels the
         generation when the client goes away or a stop string appears."""
-        eng = state["engine"]
-        try:
-            stream = eng.generate_stream(g.prompt, **g.overrides())
-        except (ValueError, TypeError) as e:
-            raise APIError(400, str(e), code="invalid_prompt") from None
         text = ""
         sent = 0
         hold = max((len(x) for x in g.stop), default=1) - 1
@@ -327,11 +333,11 @@ def create_app(settings: ServerSettings, engine: Any = None) -> Any:
             reason = "length" if len(stream.tokens) >= g.max_tokens else "stop"
         yield "", reason, stream
 
-    async def complete(g: _Gen, request: Request) -> tuple[str, str, int, int]:
+    async def complete(g: _Gen, stream0: Any, request: Request) -> tuple[str, str, int, int]:
         text: str = ""
         reason: Optional[str] = None
         stream = None
-        async for piece, fin, st in run_stream(g, request.is_disconnected):
+        async for piece, fin, st in run_stream(g, stream0, request.is_disconnected):
             text += piece
             stream = st
             if fin:
@@ -374,6 +380,7 @@ def create_app(settings: ServerSettings, engine: Any = None) -> Any:
         stream_mode = body.get("stream", False)
         if not isinstance(stream_mode, bool):
             raise APIError(400, "'stream' must be a boolean", param="stream")
+        gen_stream = open_stream(g)
         admit()
         rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
@@ -382,7 +389,7 @@ def create_app(settings: ServerSettings, engine: Any = None) -> Any:
             try:
                 await acquire()
                 try:
-                    text, reason, p, c = await complete(g, request)
+                    text, reason, p, c = await complete(g, gen_stream, request)
                 finally:
                     release()
             finally:
@@ -411,7 +418,7 @@ def create_app(settings: ServerSettings, engine: Any = None) -> Any:
                                               "finish_reason": None}]}
                         yield f"data: {json.dumps(first)}\n\n"
                     # Starlette cancels this generator when the client goes away
-                    async for piece, fin, st in run_stream(g, _never):
+                    async for piece, fin, st in run_stream(g, gen_stream, _never):
                         if kind == "chat":
                             delta: dict[str, Any] = {"content": piece} if piece else {}
                             ch: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": fin}
