@@ -491,6 +491,38 @@ static float q8_0_row_dot(const uint8_t *row, int64_t n, const int8_t *q, const 
     return _mm512_reduce_add_ps(facc);
 }
 
+/* Q4_0: 16 bytes of nibbles per 32 columns (element j: low nibble of byte
+ * j, element 16 + j: high nibble), value (nibble - 8) * d. Two blocks per
+ * vector: vpdpbusd of the nibbles (unsigned) with the activations, minus 8
+ * times the activation sum of each block (its sum subtracted from each of
+ * the block's 8 lanes). */
+static float q4_0_row_dot(const uint8_t *row, int64_t n, const int8_t *q, const float *d8,
+                          const int16_t *sum16) {
+    const __m128i m4 = _mm_set1_epi8(0x0f);
+    __m512 facc = _mm512_setzero_ps();
+    for (int64_t k = 0; k < n; k += 64) {
+        const uint8_t *b0 = row + (k / 32) * BN_Q4_0_BYTES, *b1 = b0 + BN_Q4_0_BYTES;
+        const __m128i q0 = _mm_loadu_si128((const __m128i *)(b0 + 2));
+        const __m128i q1 = _mm_loadu_si128((const __m128i *)(b1 + 2));
+        const __m256i v0 =
+            _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q0, 4), m4), _mm_and_si128(q0, m4));
+        const __m256i v1 =
+            _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q1, 4), m4), _mm_and_si128(q1, m4));
+        const __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(v0), v1, 1);
+        __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, _mm512_loadu_si512(q + k));
+        const int32_t s0 = sum16[k / 16] + sum16[k / 16 + 1];
+        const int32_t s1 = sum16[k / 16 + 2] + sum16[k / 16 + 3];
+        acc = _mm512_sub_epi32(
+            acc, _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(s0), _mm512_set1_epi32(s1)));
+        const float da = d8[k / 256];
+        const __m512 sc =
+            _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(bn_fp16_to_fp32(bn_rd_u16(b0)) * da),
+                                 _mm512_set1_ps(bn_fp16_to_fp32(bn_rd_u16(b1)) * da));
+        facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sc, facc);
+    }
+    return _mm512_reduce_add_ps(facc);
+}
+
 static void avx512_matmul_q8act(const bn_tensor *w, const float *x, int64_t n_tok, float *out,
                                 int64_t out_stride, int64_t r0, int64_t r1) {
     const int64_t n = w->n_cols;
@@ -512,6 +544,8 @@ static void avx512_matmul_q8act(const bn_tensor *w, const float *x, int64_t n_to
             for (int t = 0; t < nt; t++) {
                 const float v = w->type == BN_TYPE_Q6_K
                                     ? q6_k_row_dot(row, n / 256, ha->q[t], ha->d[t], ha->sum16[t])
+                                : w->type == BN_TYPE_Q4_0
+                                    ? q4_0_row_dot(row, n, ha->q[t], ha->d[t], ha->sum16[t])
                                     : q8_0_row_dot(row, n, ha->q[t], ha->d[t]);
                 out[(t0 + t) * out_stride + r] = v * w->scale;
             }
@@ -698,13 +732,13 @@ static const bn_kernels k_avx512 = {
             [BN_TYPE_F16] = avx512_matmul_f16,
             [BN_TYPE_BF16] = bn_avx2_matmul_float,
             [BN_TYPE_Q8_0] = avx512_matmul_q8act,
-            [BN_TYPE_Q4_0] = bn_avx2_matmul_float,
+            [BN_TYPE_Q4_0] = avx512_matmul_q8act,
             [BN_TYPE_Q6_K] = avx512_matmul_q8act,
             [BN_TYPE_TQ1_0] = bn_avx2_matmul_float,
             [BN_TYPE_TQ2_0] = bn_avx2_matmul_float,
             [BN_TYPE_I2_S] = bn_avx2_matmul_float,
         },
-    .f32_int8_act = (1ull << BN_TYPE_Q8_0) | (1ull << BN_TYPE_Q6_K),
+    .f32_int8_act = (1ull << BN_TYPE_Q8_0) | (1ull << BN_TYPE_Q6_K) | (1ull << BN_TYPE_Q4_0),
     .attn_head = avx512_attn_head,
     .ffn_act = avx512_ffn_act,
     .packed_size = avx512_packed_size,

@@ -480,6 +480,7 @@ static void run_set(const bn_kernels *k) {
     test_float(k, BN_TYPE_F32, 2, 300, 1);    /* a partial last chunk */
     test_float(k, BN_TYPE_Q6_K, 37, 2560, 1); /* the head shapes */
     test_float(k, BN_TYPE_F16, 37, 2560, 1);
+    test_float(k, BN_TYPE_Q4_0, 37, 2560, 2);
     test_float(k, BN_TYPE_F16, 5, 96, 1); /* decode path with a tail */
     test_float(k, BN_TYPE_Q8_0, 37, 2560, 5);
     test_against_reference(k);
