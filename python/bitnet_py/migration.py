@@ -94,9 +94,7 @@ class _Source:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "_Source":
-        encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)
-        if encoding == "utf-8-sig":
-            encoding = "utf-8-sig"
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(raw).readline)  # "utf-8-sig" keeps a BOM
         text = raw.decode(encoding)
         lines = text.splitlines(keepends=True)
         starts, pos = [], 0
@@ -169,9 +167,8 @@ def _find_from_module(src: _Source, node: ast.ImportFrom) -> tuple[int, int]:
 
 
 def _plan(src: _Source, tree: ast.Module) -> tuple[list[_Edit], list[_ImportInfo]]:
-    """The edits that rewrite the original's imports, and every import of
-    the original found (including ones already pointing at bitnet_py? no:
-    only the original's)."""
+    """The edits that rewrite the original's imports (module names only),
+    and every import statement of the original's modules."""
     edits: list[_Edit] = []
     found: list[_ImportInfo] = []
     for node in ast.walk(tree):
@@ -321,7 +318,7 @@ def analyze_source(raw: bytes, filename: str = "<source>") -> dict[str, Any]:
         result["issues"].append(f"Line {e.lineno}: File does not parse ({e.msg}) - it is copied unchanged")
         return result
     edits, found = _plan(src, tree)
-    new_by_line = {}
+    new_by_line: dict[str, str] = {}
     for ed in edits:
         new_by_line.setdefault(ed.old_stmt, ed.new_stmt)
     aliases: set[str] = set()
