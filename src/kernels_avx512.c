@@ -555,63 +555,49 @@ static void avx512_matmul_q8act(const bn_tensor *w, const float *x, int64_t n_to
 }
 
 /* F16 weights (heads and embeddings stored as halves): vcvtph2ps and FMA,
- * 16 columns at a time, up to 4 tokens per pass over a row (the row stays in
- * L1 for the next tokens). Differs from the reference by summation order. */
+ * up to 4 tokens per pass over a row (the row stays in L1 for the next
+ * tokens). Each token sums in four chains over 64-column steps, reduced as
+ * (c0 + c1) + (c2 + c3), whatever the batch size: a token's logits do not
+ * depend on how it was batched. Differs from the reference by summation
+ * order. */
 static void avx512_matmul_f16(const bn_tensor *w, const float *x, int64_t n_tok, float *out,
                               int64_t out_stride, int64_t r0, int64_t r1) {
     const int64_t n = w->n_cols;
-    if (n % 32 != 0) {
+    if (n % 16 != 0) {
         bn_avx2_matmul_float(w, x, n_tok, out, out_stride, r0, r1);
         return;
     }
     for (int64_t r = r0; r < r1; r++) {
         const uint16_t *row =
             (const uint16_t *)((const uint8_t *)w->data + (size_t)r * w->row_bytes);
-        if (n_tok == 1) { /* decode: four chains in registers */
-            __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-            int64_t k = 0;
-            for (; k + 64 <= n; k += 64) {
-                s0 =
-                    _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + k))),
-                                    _mm512_loadu_ps(x + k), s0);
-                s1 = _mm512_fmadd_ps(
-                    _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + k + 16))),
-                    _mm512_loadu_ps(x + k + 16), s1);
-                s2 = _mm512_fmadd_ps(
-                    _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + k + 32))),
-                    _mm512_loadu_ps(x + k + 32), s2);
-                s3 = _mm512_fmadd_ps(
-                    _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + k + 48))),
-                    _mm512_loadu_ps(x + k + 48), s3);
-            }
-            for (; k < n; k += 16) {
-                s0 =
-                    _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + k))),
-                                    _mm512_loadu_ps(x + k), s0);
-            }
-            out[r] =
-                _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3))) *
-                w->scale;
-            continue;
-        }
         for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
             const int nt = (int)(n_tok - t0 < 4 ? n_tok - t0 : 4);
-            __m512 a0[4], a1[4];
+            __m512 acc[4][4];
             for (int t = 0; t < 4; t++)
-                a0[t] = a1[t] = _mm512_setzero_ps();
-            for (int64_t k = 0; k < n; k += 32) {
-                const __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + k)));
-                const __m512 w1 =
-                    _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + k + 16)));
+                for (int c = 0; c < 4; c++)
+                    acc[t][c] = _mm512_setzero_ps();
+            int64_t k = 0;
+            for (; k + 64 <= n; k += 64) {
+                __m512 wv[4];
+                for (int c = 0; c < 4; c++)
+                    wv[c] =
+                        _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + k + 16 * c)));
                 for (int t = 0; t < nt; t++) {
                     const float *xt = x + (t0 + t) * n + k;
-                    a0[t] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xt), a0[t]);
-                    a1[t] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xt + 16), a1[t]);
+                    for (int c = 0; c < 4; c++)
+                        acc[t][c] = _mm512_fmadd_ps(wv[c], _mm512_loadu_ps(xt + 16 * c), acc[t][c]);
                 }
             }
+            for (; k < n; k += 16) {
+                const __m512 wv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + k)));
+                for (int t = 0; t < nt; t++)
+                    acc[t][0] =
+                        _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + (t0 + t) * n + k), acc[t][0]);
+            }
             for (int t = 0; t < nt; t++) {
-                out[(t0 + t) * out_stride + r] =
-                    _mm512_reduce_add_ps(_mm512_add_ps(a0[t], a1[t])) * w->scale;
+                const __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]),
+                                                 _mm512_add_ps(acc[t][2], acc[t][3]));
+                out[(t0 + t) * out_stride + r] = _mm512_reduce_add_ps(sum) * w->scale;
             }
         }
     }

@@ -319,6 +319,18 @@ static void test_float(const bn_kernels *k, int type, int64_t n_rows, int64_t n_
         }
     }
     CHECKF(bad == 0, "%s/%s: %ld outputs off", k->name, bn_type_name(type), bad);
+    /* A token's outputs must not depend on the batch it came in: batched
+     * prefill and one-token decode give bit-identical logits. */
+    float *one = malloc((size_t)n_rows * sizeof(float));
+    long varies = 0;
+    for (int64_t t = 0; one && t < n_tok; t++) {
+        k->matmul_f32[type](&w, x + t * n_cols, 1, one, n_rows, 0, n_rows);
+        for (int64_t r = 0; r < n_rows; r++)
+            varies += memcmp(&one[r], &out[t * n_rows + r], sizeof(float)) != 0;
+    }
+    CHECKF(one && varies == 0, "%s/%s: %ld outputs differ between batch and single token", k->name,
+           bn_type_name(type), varies);
+    free(one);
 done:
     free(buf);
     free(wf);
