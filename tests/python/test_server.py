@@ -263,3 +263,19 @@ def test_dockerfile() -> None:
     assert '"bitnet_py.server"' in text and "EXPOSE 8000" in text
     ignore = (REPO / ".dockerignore").read_text().split()
     assert {".git", "build-*", "tests"} <= set(ignore)
+
+
+def test_embedded_app_asgi(model: Path, ref: bitnet_py.SimpleInference) -> None:
+    """create_app with a loaded engine serves without lifespan events."""
+    from bitnet_py.server import ServerSettings, create_app
+
+    app = create_app(ServerSettings(model=str(model), max_concurrent=2, queue_size=2), engine=ref)
+
+    async def main() -> Any:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            rs = await asyncio.gather(*(c.post("/v1/completions", json={
+                "model": "model.gguf", "prompt": f"Item {i}", "max_tokens": 5, "temperature": 0})
+                for i in range(4)))
+            return [r.json()["choices"][0]["text"] for r in rs]
+
+    assert asyncio.run(main()) == [expected(ref, f"Item {i}", 5) for i in range(4)]

@@ -199,14 +199,16 @@ def create_app(settings: ServerSettings, engine: Any = None) -> Any:
 
     metrics = Metrics()
     state: dict[str, Any] = {"engine": engine, "ready": engine is not None, "admitted": 0,
-                             "started": int(time.time())}
+                             "started": int(time.time()),
+                             # binds to the running loop on first use, so an app with a given
+                             # engine works without lifespan events (e.g. httpx.ASGITransport)
+                             "sem": asyncio.Semaphore(settings.max_concurrent)}
     name = settings.served_name()
 
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        state["sem"] = asyncio.Semaphore(settings.max_concurrent)
         if state["engine"] is None:
             from ..inference import SimpleInference
 
