@@ -28,6 +28,7 @@ import secrets
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional
 
@@ -439,10 +440,21 @@ def create_app(settings: ServerSettings, engine: Any = None) -> Any:
                 finally:
                     release()
             finally:
-                state["admitted"] -= 1
+                leave()
                 metrics.observe(path, 200 if done else 499, time.perf_counter() - t0)
 
-        return StreamingResponse(events(), media_type="text/event-stream",
+        left = [False]
+
+        def leave() -> None:  # once, from the generator's end or its collection
+            if not left[0]:
+                left[0] = True
+                state["admitted"] -= 1
+
+        body_iter = events()
+        # a client gone before the body starts leaves the generator unstarted (its
+        # finally never runs): give the admission back when the generator is collected
+        weakref.finalize(body_iter, leave)
+        return StreamingResponse(body_iter, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.post("/v1/completions")
