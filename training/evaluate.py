@@ -50,7 +50,10 @@ PROMPTS = [
 ]
 
 
-def engine_tokens(gguf: str | Path, text: str, bos: bool = True) -> list[int]:
+def engine_tokens(gguf: str | Path, text: str | bytes, bos: bool = True) -> list[int]:
+    """The engine's tokenization. Pass the file's bytes (as `bitnet perplexity`
+    reads them): text mode would turn "\r\n" into "\n" (wiki.test.raw has
+    CRLF line ends) and give other tokens."""
     from bitnet_py import _core
 
     return _core.Tokenizer.from_gguf(str(gguf)).encode(text, bos=bos)
@@ -205,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                  "perplexity": {}, "greedy": {}}
     g0 = a.gguf[0]
     for tf in a.text:
-        text = Path(tf).read_text("utf-8")
-        ids = engine_tokens(g0, text)
+        ids = engine_tokens(g0, Path(tf).read_bytes())
         n_chunk = chunks_of(ids, a.ctx, a.chunks)
         r: dict = {"tokens": len(ids), "chunks": n_chunk, "scored": n_chunk * (a.ctx - 1 - a.ctx // 2)}
         t = time.time()

@@ -16,17 +16,18 @@ __all__ = ["DEFAULT_MODEL", "MODEL_FILES", "default_model_path", "model_path"]
 
 _HERE = Path(__file__).resolve().parent
 
-#: weight type -> file name. Both hold the same ternary weights (and give the
-#: same logits); TQ2_0 is the default because it is the faster of the two in
-#: our engine (measured in MODEL_CARD.md).
+#: weight type -> file name. Both hold the same ternary weights; I2_S keeps the
+#: F32 weight scale of training (TQ2_0 an F16 copy per 256-block) and is the
+#: faster of the two in our engine on the development machine (MODEL_CARD.md),
+#: so it is the default.
 MODEL_FILES = {
     "tq2_0": "bitnet-b1.58-small-tq2_0.gguf",
     "i2_s": "bitnet-b1.58-small-i2_s.gguf",
 }
-DEFAULT_MODEL = MODEL_FILES["tq2_0"]
+DEFAULT_MODEL = MODEL_FILES["i2_s"]
 
 
-def model_path(weight_type: str = "tq2_0") -> Optional[str]:
+def model_path(weight_type: str = "i2_s") -> Optional[str]:
     """Path of the shipped GGUF file with the given weight type, or None
     when it is not installed."""
     name = MODEL_FILES.get(weight_type.lower())
