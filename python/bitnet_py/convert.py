@@ -39,26 +39,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from bitnet_py import _core
+# HF name -> GGUF name of each layer's BitLinear projections and norms.
+from bitnet_py.synthetic import _LINEARS, _NORMS
 
 __all__ = ["to_gguf", "export_hf", "checkpoint_format", "pack_hf", "unpack_hf", "main"]
 
 checkpoint_format = _core.checkpoint_format
-
-_LINEARS = (
-    ("self_attn.q_proj", "attn_q"),
-    ("self_attn.k_proj", "attn_k"),
-    ("self_attn.v_proj", "attn_v"),
-    ("self_attn.o_proj", "attn_output"),
-    ("mlp.gate_proj", "ffn_gate"),
-    ("mlp.up_proj", "ffn_up"),
-    ("mlp.down_proj", "ffn_down"),
-)
-_NORMS = (
-    ("input_layernorm", "attn_norm"),
-    ("self_attn.attn_sub_norm", "attn_sub_norm"),
-    ("post_attention_layernorm", "ffn_norm"),
-    ("mlp.ffn_sub_norm", "ffn_sub_norm"),
-)
 
 
 class _Bar:
