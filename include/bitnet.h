@@ -352,6 +352,14 @@ BN_API bn_status bn_chat_encode_dialog(const bn_tokenizer *t, const bn_chat_mess
                                        int add_generation_prompt, int32_t *out, size_t cap,
                                        size_t *n_out, bn_error *err);
 
+/* The chat template that the official bitnet-b1.58-2B-4T GGUF stores
+ * (tokenizer.chat_template): bos, then "{Role}: {content}<|eot_id|>" per
+ * message encoded as one text, and "Assistant: " with add_generation_prompt.
+ * Same sizing convention as bn_tokenize. */
+BN_API bn_status bn_chat_encode_template(const bn_tokenizer *t, const bn_chat_message *msgs,
+                                         size_t n, int add_generation_prompt, int32_t *out,
+                                         size_t cap, size_t *n_out, bn_error *err);
+
 /* ------------------------------------------------------------------------ */
 /* Model                                                                    */
 /* ------------------------------------------------------------------------ */

@@ -827,6 +827,69 @@ static void py_strip(const char *s, size_t n, size_t *a, size_t *b) {
     *b = j;
 }
 
+/* The chat template of the official bitnet-b1.58-2B-4T GGUF / tokenizer_config:
+ * "<|begin_of_text|>" then "{Role}: {content}<|eot_id|>" per message, and
+ * "Assistant: " to prompt a reply. Unlike the original ChatFormat, header and
+ * content are one text, so "User: What" encodes as "User", ":", " What". */
+bn_status bn_chat_encode_template(const bn_tokenizer *t, const bn_chat_message *msgs, size_t n,
+                                  int add_generation_prompt, int32_t *out, size_t cap,
+                                  size_t *n_out, bn_error *err) {
+    if (!t || !n_out || (!msgs && n) || (!out && cap))
+        return bn_fail(err, BN_ERR_INVALID_ARG, "bn_chat_encode_template: NULL argument");
+    *n_out = 0;
+    if (t->bos < 0) return bn_fail(err, BN_ERR_INVALID_ARG, "tokenizer has no bos token");
+    bn_encode_opts plain = {0};
+    plain.disallow_none = 1;
+    bn_ids ids = {0};
+    char *text = NULL;
+    bn_status st = BN_OK;
+    if (bn_ids_push(&ids, t->bos)) {
+        st = bn_fail(err, BN_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i <= n; i++) {
+        if (i == n && !add_generation_prompt) break;
+        const char *role = i < n ? msgs[i].role : "assistant";
+        const char *hdr;
+        if (!role) {
+            st = bn_fail(err, BN_ERR_INVALID_ARG, "chat message %zu has no role", i);
+            goto done;
+        }
+        if (strcmp(role, "system") == 0)
+            hdr = "System: ";
+        else if (strcmp(role, "user") == 0)
+            hdr = "User: ";
+        else if (strcmp(role, "assistant") == 0)
+            hdr = "Assistant: ";
+        else {
+            st = bn_fail(err, BN_ERR_INVALID_ARG, "chat role '%.64s' is not in the template", role);
+            goto done;
+        }
+        const char *c = i < n && msgs[i].content ? msgs[i].content : "";
+        const size_t hl = strlen(hdr), cl = strlen(c);
+        free(text);
+        text = malloc(hl + cl + 1);
+        if (!text) {
+            st = bn_fail(err, BN_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        memcpy(text, hdr, hl);
+        memcpy(text + hl, c, cl);
+        st = tokenize_ids(t, text, hl + cl, &plain, &ids, err);
+        if (st) goto done;
+        if (i == n) break;
+        if (bn_ids_push(&ids, t->eot)) {
+            st = bn_fail(err, BN_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+    }
+    st = copy_out(&ids, out, cap, n_out, err);
+done:
+    free(text);
+    free(ids.p);
+    return st;
+}
+
 bn_status bn_chat_encode_dialog(const bn_tokenizer *t, const bn_chat_message *msgs, size_t n,
                                 int add_generation_prompt, int32_t *out, size_t cap, size_t *n_out,
                                 bn_error *err) {

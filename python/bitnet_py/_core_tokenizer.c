@@ -17,7 +17,7 @@
  *   tok.decode(ids, skip_special=False, errors="replace") -> str
  *   tok.decode_bytes(ids, skip_special=False) -> bytes
  *   tok.token_bytes(id) -> bytes, tok.token_text(id) -> bytes (stored form)
- *   tok.encode_chat(messages, add_generation_prompt=True) -> list[int]
+ *   tok.encode_chat(messages, add_generation_prompt=True, *, template=False) -> list[int]
  *       the original BitNet ChatFormat; messages are dicts or objects with
  *       role and content
  *   tok.special_id(text) -> int | None, tok.is_special(id) -> bool
@@ -316,7 +316,8 @@ static PyObject *Tokenizer_encode(BnpyTokenizer *self, PyObject *args, PyObject 
         }
         got = 0;
         if (n >= NOGIL_BYTES) {
-            Py_BEGIN_ALLOW_THREADS st = bn_tokenize(self->tok, s, (size_t)n, &o, ids, cap, &got, &err);
+            Py_BEGIN_ALLOW_THREADS st =
+                bn_tokenize(self->tok, s, (size_t)n, &o, ids, cap, &got, &err);
             Py_END_ALLOW_THREADS
         } else {
             st = bn_tokenize(self->tok, s, (size_t)n, &o, ids, cap, &got, &err);
@@ -488,10 +489,10 @@ static PyObject *msg_field(PyObject *m, const char *name) {
 }
 
 static PyObject *Tokenizer_encode_chat(BnpyTokenizer *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"messages", "add_generation_prompt", NULL};
+    static char *kwlist[] = {"messages", "add_generation_prompt", "template", NULL};
     PyObject *msgs;
-    int gen = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|p:encode_chat", kwlist, &msgs, &gen))
+    int gen = 1, tmpl = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|p$p:encode_chat", kwlist, &msgs, &gen, &tmpl))
         return NULL;
     if (ready(self) < 0) return NULL;
     PyObject *seq = PySequence_Fast(msgs, "messages must be a sequence");
@@ -540,7 +541,8 @@ static PyObject *Tokenizer_encode_chat(BnpyTokenizer *self, PyObject *args, PyOb
     }
     size_t got;
     bn_error err;
-    bn_status st = bn_chat_encode_dialog(self->tok, m, (size_t)n, gen, ids, total, &got, &err);
+    bn_status st = (tmpl ? bn_chat_encode_template : bn_chat_encode_dialog)(
+        self->tok, m, (size_t)n, gen, ids, total, &got, &err);
     if (st != BN_OK) {
         bnpy_raise(st, &err);
         goto out;
@@ -698,8 +700,9 @@ static PyMethodDef Tokenizer_methods[] = {
     {"is_special", (PyCFunction)Tokenizer_is_special, METH_O, "is_special(id) -> bool"},
     {"encode_chat", (PyCFunction)(void (*)(void))Tokenizer_encode_chat,
      METH_VARARGS | METH_KEYWORDS,
-     "encode_chat(messages, add_generation_prompt=True) -> list[int]: the original BitNet "
-     "ChatFormat (bos, 'Role: ' headers, content.strip(), <|eot_id|>)."},
+     "encode_chat(messages, add_generation_prompt=True, *, template=False) -> list[int]: the "
+     "original BitNet ChatFormat (bos, 'Role: ' headers, content.strip(), <|eot_id|>); with "
+     "template=True the official GGUF's chat template (header and content as one text)."},
     {"stream_decoder", (PyCFunction)(void (*)(void))Tokenizer_stream_decoder,
      METH_VARARGS | METH_KEYWORDS, "stream_decoder(skip_special=False) -> StreamDecoder"},
     {NULL, NULL, 0, NULL}};

@@ -371,6 +371,28 @@ static void llama3_specials(const bn_tokenizer *t) {
           memcmp(tt, "<|eot_id|>", 10) == 0);
 }
 
+/* The official GGUF's chat template against the ids that transformers'
+ * BitNet integration test builds from the same template
+ * (../shared/testdata/golden/bitnet-b1.58-2B-4T_hf_expected.json,
+ * test_model_generation): header and content are one text there, unlike the
+ * original ChatFormat. */
+static void llama3_chat_template(const bn_tokenizer *tk) {
+    bn_error err;
+    const bn_chat_message msg = {"user", "What is your favourite food?"};
+    const int32_t want[] = {128000, 1502, 25,     3639,  374, 701, 19214,
+                            3691,   30,   128009, 72803, 25,  220};
+    int32_t got[64];
+    size_t n = 0;
+    CHECK_OK(bn_chat_encode_template(tk, &msg, 1, 1, got, 64, &n, &err), &err);
+    CHECKF(n == sizeof want / sizeof want[0] && memcmp(got, want, sizeof want) == 0,
+           "template ids differ (%zu ids)", n);
+    /* The original ChatFormat encodes the header alone: "User: " then "What". */
+    CHECK_OK(bn_chat_encode_dialog(tk, &msg, 1, 1, got, 64, &n, &err), &err);
+    CHECK(n > 4 && got[3] == 220);
+    const bn_chat_message bad = {"tool", "x"};
+    CHECK(bn_chat_encode_template(tk, &bad, 1, 1, got, 64, &n, &err) == BN_ERR_INVALID_ARG);
+}
+
 static void llama3_chat(const bn_tokenizer *t) {
     bn_chat_message m1[] = {{"system", "You are a helpful assistant"},
                             {"user", "  Hi <|eot_id|>\n\xe3\x80\x80"}};
@@ -1007,6 +1029,7 @@ int main(void) {
         llama3_vectors(tk, "tiktoken");
         llama3_specials(tk);
         llama3_chat(tk);
+        llama3_chat_template(tk);
         robustness(tk, "tiktoken");
         merge_equivalence(tk);
         streaming_invalid(tk);
