@@ -713,6 +713,13 @@ static const vtype_info *vtype_by_id(bn_gguf_vtype vt) {
 
 /* Convert a Python number to one little-endian value of `ti` at `dst`,
  * range-checked. */
+/* The low `size` bytes of `bits`, little-endian as GGUF stores them. */
+static void store_le(void *dst, uint64_t bits, size_t size) {
+    unsigned char *d = dst;
+    for (size_t i = 0; i < size; i++)
+        d[i] = (unsigned char)(bits >> (8 * i));
+}
+
 static int pack_scalar(const vtype_info *ti, PyObject *v, void *dst, const char *key) {
     if (ti->kind == 'b') {
         int b = PyObject_IsTrue(v);
@@ -757,28 +764,7 @@ static int pack_scalar(const vtype_info *ti, PyObject *v, void *dst, const char 
             bnpy_raise_fmt(BN_ERR_RANGE, "%s: value %llu does not fit in %s", key, x, ti->name);
             return -1;
         }
-        switch (ti->size) {
-        case 1: {
-            uint8_t y = (uint8_t)x;
-            memcpy(dst, &y, 1);
-            break;
-        }
-        case 2: {
-            uint16_t y = (uint16_t)x;
-            memcpy(dst, &y, 2);
-            break;
-        }
-        case 4: {
-            uint32_t y = (uint32_t)x;
-            memcpy(dst, &y, 4);
-            break;
-        }
-        default: {
-            uint64_t y = (uint64_t)x;
-            memcpy(dst, &y, 8);
-            break;
-        }
-        }
+        store_le(dst, (uint64_t)x, ti->size);
         return 0;
     }
     int ovf = 0;
@@ -791,28 +777,7 @@ static int pack_scalar(const vtype_info *ti, PyObject *v, void *dst, const char 
         bnpy_raise_fmt(BN_ERR_RANGE, "%s: value does not fit in %s", key, ti->name);
         return -1;
     }
-    switch (ti->size) {
-    case 1: {
-        int8_t y = (int8_t)x;
-        memcpy(dst, &y, 1);
-        break;
-    }
-    case 2: {
-        int16_t y = (int16_t)x;
-        memcpy(dst, &y, 2);
-        break;
-    }
-    case 4: {
-        int32_t y = (int32_t)x;
-        memcpy(dst, &y, 4);
-        break;
-    }
-    default: {
-        int64_t y = (int64_t)x;
-        memcpy(dst, &y, 8);
-        break;
-    }
-    }
+    store_le(dst, (uint64_t)x, ti->size); /* two's complement: the low bytes */
     return 0;
 }
 
