@@ -1270,22 +1270,31 @@ static const bn_ckpt_tensor *untied_head(const source *s) {
     return head;
 }
 
+/* The embedding, the final norm and an untied head, under their source names. */
+static bn_status emit_embd_norm_head(conv *c, const source *s, const char *emb_name,
+                                     const char *norm_name) {
+    const hparams *h = &s->hp;
+    const int64_t E = h->n_embd;
+    bn_status st;
+    const bn_ckpt_tensor *emb = bn_tset_find(&s->ts, emb_name);
+    if ((st = need_t(c, emb, emb_name))) return st;
+    if ((st = emit_float(c, "token_embd.weight", emb, h->n_vocab, E, c->o->head_type))) return st;
+    const bn_ckpt_tensor *nrm = bn_tset_find(&s->ts, norm_name);
+    if ((st = need_t(c, nrm, norm_name))) return st;
+    if ((st = emit_float(c, "output_norm.weight", nrm, E, -1, BN_TYPE_F32))) return st;
+    const bn_ckpt_tensor *head = untied_head(s);
+    if (head) return emit_float(c, "output.weight", head, h->n_vocab, E, c->o->head_type);
+    return BN_OK;
+}
+
 static bn_status emit_hf(conv *c, source *s) {
     const hparams *h = &s->hp;
     const int64_t E = h->n_embd, Q = h->n_head * h->head_dim, KV = h->n_head_kv * h->head_dim,
                   F = h->n_ff;
     char a[160], b[160], g[96];
     bn_status st = BN_OK;
-    const bn_ckpt_tensor *emb = bn_tset_find(&s->ts, "model.embed_tokens.weight");
-    if ((st = need_t(c, emb, "model.embed_tokens.weight"))) return st;
-    if ((st = emit_float(c, "token_embd.weight", emb, h->n_vocab, E, c->o->head_type))) return st;
-    const bn_ckpt_tensor *nrm = bn_tset_find(&s->ts, "model.norm.weight");
-    if ((st = need_t(c, nrm, "model.norm.weight"))) return st;
-    if ((st = emit_float(c, "output_norm.weight", nrm, E, -1, BN_TYPE_F32))) return st;
-    const bn_ckpt_tensor *head = untied_head(s);
-    if (head) {
-        if ((st = emit_float(c, "output.weight", head, h->n_vocab, E, c->o->head_type))) return st;
-    }
+    if ((st = emit_embd_norm_head(c, s, "model.embed_tokens.weight", "model.norm.weight")))
+        return st;
     static const struct {
         const char *hf, *gg;
         int rows, cols; /* 0 E, 1 Q, 2 KV, 3 F */
@@ -1342,16 +1351,7 @@ static bn_status emit_pt(conv *c, source *s) {
                   F = h->n_ff;
     char a[160], b[160], g[96];
     bn_status st = BN_OK;
-    const bn_ckpt_tensor *emb = bn_tset_find(&s->ts, "tok_embeddings.weight");
-    if ((st = need_t(c, emb, "tok_embeddings.weight"))) return st;
-    if ((st = emit_float(c, "token_embd.weight", emb, h->n_vocab, E, c->o->head_type))) return st;
-    const bn_ckpt_tensor *nrm = bn_tset_find(&s->ts, "norm.weight");
-    if ((st = need_t(c, nrm, "norm.weight"))) return st;
-    if ((st = emit_float(c, "output_norm.weight", nrm, E, -1, BN_TYPE_F32))) return st;
-    const bn_ckpt_tensor *head = untied_head(s);
-    if (head) {
-        if ((st = emit_float(c, "output.weight", head, h->n_vocab, E, c->o->head_type))) return st;
-    }
+    if ((st = emit_embd_norm_head(c, s, "tok_embeddings.weight", "norm.weight"))) return st;
     for (int64_t il = 0; il < h->n_layer && !st; il++) {
         static const struct {
             const char *pt, *gg;
