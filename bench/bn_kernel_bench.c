@@ -94,8 +94,8 @@ int main(int argc, char **argv) {
     }
     size_t w_bytes = 0;
     for (int i = 0; i < n_mat; i++) {
-        bn_tensor t = {BN_TYPE_TQ2_0, cols, rows, bn_row_bytes(BN_TYPE_TQ2_0, cols),
-                       tmp,           1.0f, "w",  0};
+        bn_tensor t = {BN_TYPE_TQ2_0, cols, rows, bn_row_bytes(BN_TYPE_TQ2_0, cols), tmp, 1.0f,
+                       "w",           0,    0};
         const size_t pb = k->packed_size ? k->packed_size(&t) : 0;
         if (pb) {
             void *dst = bn_aligned_alloc(pb);
@@ -130,8 +130,8 @@ int main(int argc, char **argv) {
         x[i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
         q[i] = (int8_t)((int)(rnd() % 255) - 127);
     }
-    bn_tensor head = {BN_TYPE_Q6_K, cols, hrows, bn_row_bytes(BN_TYPE_Q6_K, cols),
-                      hd,           1.0f, "h",   0};
+    bn_tensor head = {BN_TYPE_Q6_K, cols, hrows, bn_row_bytes(BN_TYPE_Q6_K, cols), hd, 1.0f,
+                      "h",          0,    0};
     const float ascale = 1.0f;
     double best[3] = {0, 0, 0};
     uint64_t sink = 0;

@@ -36,6 +36,7 @@ static unsigned detect(void) {
             if ((b >> 30) & 1) f |= BN_CPU_AVX512BW;
             if ((b >> 31) & 1) f |= BN_CPU_AVX512VL;
             if ((c >> 11) & 1) f |= BN_CPU_AVX512VNNI;
+            if ((c >> 1) & 1) f |= BN_CPU_AVX512VBMI;
         }
         const unsigned max_sub = a;
         if (max_sub >= 1) {
@@ -71,11 +72,17 @@ static void init_features(void) {
         unsigned bit;
         const char *name;
     } names[] = {
-        {BN_CPU_AVX2, "avx2"},         {BN_CPU_FMA, "fma"},
-        {BN_CPU_F16C, "f16c"},         {BN_CPU_AVX512F, "avx512f"},
-        {BN_CPU_AVX512DQ, "avx512dq"}, {BN_CPU_AVX512BW, "avx512bw"},
-        {BN_CPU_AVX512VL, "avx512vl"}, {BN_CPU_AVX512VNNI, "avx512vnni"},
-        {BN_CPU_AVXVNNI, "avxvnni"},   {BN_CPU_NEON, "neon"},
+        {BN_CPU_AVX2, "avx2"},
+        {BN_CPU_FMA, "fma"},
+        {BN_CPU_F16C, "f16c"},
+        {BN_CPU_AVX512F, "avx512f"},
+        {BN_CPU_AVX512DQ, "avx512dq"},
+        {BN_CPU_AVX512BW, "avx512bw"},
+        {BN_CPU_AVX512VL, "avx512vl"},
+        {BN_CPU_AVX512VNNI, "avx512vnni"},
+        {BN_CPU_AVX512VBMI, "avx512vbmi"},
+        {BN_CPU_AVXVNNI, "avxvnni"},
+        {BN_CPU_NEON, "neon"},
         {BN_CPU_ASIMDDP, "asimddp"},
     };
     g_flags = detect();

@@ -16,7 +16,8 @@ enum {
     BN_CPU_AVXVNNI = 1u << 7,
     BN_CPU_NEON = 1u << 8,
     BN_CPU_ASIMDDP = 1u << 9,
-    BN_CPU_AVX512DQ = 1u << 10
+    BN_CPU_AVX512DQ = 1u << 10,
+    BN_CPU_AVX512VBMI = 1u << 11 /* vpermb / vpermi2b: the AVX-512 set's base-3 layout */
 };
 
 /* BN_CPU_* bits of this CPU, usable by this OS (detected once). */

@@ -107,10 +107,12 @@ static void rope_head(float *v, int rope_dim, int neox, const float *cs, const f
 /* ------------------------------------------------------------------------ */
 
 /* Rows [r0, r1) of thread ith: contiguous chunks rounded to 16 rows, so
- * that threads never write the same cache line of a one-token output. */
-static void split_rows(int64_t rows, int ith, int nth, int64_t *r0, int64_t *r1) {
+ * that threads never write the same cache line of a one-token output, and
+ * to the weight layout's row group (a group is decoded by one thread). */
+static void split_rows(int64_t rows, int64_t group, int ith, int nth, int64_t *r0, int64_t *r1) {
+    if (group < 16) group = 16;
     int64_t chunk = (rows + nth - 1) / nth;
-    chunk = (chunk + 15) / 16 * 16;
+    chunk = (chunk + group - 1) / group * group;
     int64_t a = chunk * ith;
     *r0 = a < rows ? a : rows;
     *r1 = a + chunk < rows ? a + chunk : rows;
@@ -156,7 +158,7 @@ static void mat_task(void *arg, int ith, int nth) {
     for (int i = 0; i < j->n_mat; i++) {
         const bn_tensor *w = j->w[i];
         int64_t r0, r1;
-        split_rows(w->n_rows, ith, nth, &r0, &r1);
+        split_rows(w->n_rows, w->row_group, ith, nth, &r0, &r1);
         if (r0 >= r1) continue;
         if (j->q) {
             j->k->matmul_i8[w->type](w, j->q, j->ascale, j->n_tok, j->out[i], w->n_rows, r0, r1);

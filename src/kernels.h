@@ -23,6 +23,9 @@ typedef struct bn_tensor {
     /* 0: the file's block layout. Otherwise a kernel set's private layout
      * (bn_kernels.pack), which only that set's matmul_i8 reads. */
     int layout;
+    /* Rows that the layout stores together (threads split a matrix at
+     * multiples of it); 0 when any split is as good as another. */
+    int row_group;
 } bn_tensor;
 
 /* BitLinear activation quantization, per token (row of n floats):

@@ -40,9 +40,11 @@
 #include <immintrin.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
-enum { BN_LAYOUT_R16 = 1 };
+enum { BN_LAYOUT_R16 = 1, BN_LAYOUT_B3 = 2 };
+#define B3_ROWS 80 /* rows per group of the base-3 layout */
 
 #define TILE 8  /* tokens per pass over a group */
 #define PANEL 8 /* groups of 16 rows per panel (128 rows) */
@@ -64,8 +66,13 @@ static int packable(const bn_tensor *w) {
     return 1;
 }
 
+static int b3_ok(const bn_tensor *w);
+static size_t b3_packed_size(const bn_tensor *w);
+static void *b3_pack_groups(void *arg);
+
 static size_t avx512_packed_size(const bn_tensor *w) {
     if (!packable(w)) return 0;
+    if (b3_ok(w)) return b3_packed_size(w);
     const size_t groups = (size_t)(w->n_rows + 15) / 16;
     size_t bytes = groups * (size_t)w->n_cols * 4;
     if (is_tq(w->type)) bytes += groups * (size_t)(w->n_cols / 256) * 32;
@@ -188,19 +195,34 @@ static void *pack_groups(void *arg) {
 /* Repacks on two threads when the matrix is large (load time: the 2B-4T
  * model's 2 G weights), on the caller alone if a thread cannot start. */
 static void avx512_pack(bn_tensor *w, void *dst) {
-    const int64_t groups = (w->n_rows + 15) / 16;
+    const int b3 = b3_ok(w);
+    const int rows = b3 ? B3_ROWS : 16;
+    const int64_t groups = (w->n_rows + rows - 1) / rows;
+    void *(*fn)(void *) = b3 ? b3_pack_groups : pack_groups;
     PackJob a = {w, dst, 0, groups}, b = a;
     pthread_t th;
     int started = 0;
-    if (groups >= 64 && w->n_cols >= 1024) {
+    if (groups * rows >= 1024 && w->n_cols >= 1024) {
         a.g1 = b.g0 = groups / 2;
-        started = pthread_create(&th, NULL, pack_groups, &b) == 0;
+        started = pthread_create(&th, NULL, fn, &b) == 0;
         if (!started) a.g1 = groups;
     }
-    pack_groups(&a);
+    fn(&a);
     if (started) pthread_join(th, NULL);
+    if (b3) {
+        /* the trailer: the TQ block scale (all blocks share it), 0 for I2_S */
+        uint8_t *tail = (uint8_t *)dst + (size_t)groups * (size_t)w->n_cols * 16;
+        const uint8_t *src = w->data;
+        uint16_t dh = 0;
+        if (w->type == BN_TYPE_TQ1_0) dh = bn_rd_u16(src + BN_TQ1_0_BYTES - 2);
+        if (w->type == BN_TYPE_TQ2_0) dh = bn_rd_u16(src + 64);
+        memset(tail, 0, 64);
+        tail[0] = (uint8_t)(dh & 0xff);
+        tail[1] = (uint8_t)(dh >> 8);
+    }
     w->data = dst;
-    w->layout = BN_LAYOUT_R16;
+    w->layout = b3 ? BN_LAYOUT_B3 : BN_LAYOUT_R16;
+    w->row_group = rows;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -374,11 +396,327 @@ static void avx512_matmul_r16(const bn_tensor *w, const int8_t *q, const float *
     }
 }
 
+/* ------------------------------------------------------------------------ */
+/* The base-3 layout: 1.6 bits per weight (VBMI)                            */
+/* ------------------------------------------------------------------------ */
+
+/* Layout BN_LAYOUT_B3 ("five weights per byte"), for TQ1_0, TQ2_0 and I2_S
+ * tensors whose TQ block scales are all the same half (one scale per tensor,
+ * as every BitNet b1.58 checkpoint has) and whose codes are all valid;
+ * others keep the R16 layout. Decode streams the weights once per token, so
+ * its speed is bytes per token: this layout streams 1.6 bits per weight
+ * where R16 streams 2 (TQ2_0 2.0625).
+ *   - rows are taken in groups of 80: sub-groups k = 0..4 of 16 rows, row
+ *     80g + 16k + r (the last group is padded with weight 0, and its padding
+ *     rows are never written out);
+ *   - group g holds n_cols / 4 chunks of 64 bytes; byte 4r + j of chunk c
+ *     holds the five weights w_k of rows 80g + 16k + r, column 4c + j:
+ *     v = sum_k (w_k + 1) 3^k (0..242) is stored as v - 121 when v >= 121,
+ *     else as 0x80 | (121 - v), which is the negated tuple (242 - v) - 121
+ *     with bit 7 set. Sign symmetry keeps the index in 7 bits;
+ *   - after the groups, 64 bytes: the TQ block scale (a half) in bytes 0-1.
+ * Decoding one chunk: vpermi2b looks up digit k of (b & 127) + 121 in a
+ * 128-byte table (bit 7 is ignored), and the bytes with bit 7 set take
+ * 2 - code: five vectors whose 32-bit lane r holds the codes (w + 1) of
+ * sub-group k's row r for 4 consecutive columns, the u8 operand of vpdpbusd
+ * against 4 activations broadcast, as in R16. Each 64-byte load feeds 5
+ * vpdpbusd (320 weights), so 5 accumulator chains hide their latency.
+ * Prefill decodes one group into the R16 layout in a scratch buffer (it
+ * stays in L2) and runs the R16 tile kernel over all tokens: the decoding
+ * is paid once per group, not per token. */
+
+/* Digit k of i + 121 for i < 122 (entries past 121 never occur). */
+static const uint8_t *b3_table(int k) {
+    static const uint8_t t[5][128] = {
+#define B3_D(i, k) (uint8_t)((i) < 122 ? (((i) + 121) / (k)) % 3 : 0)
+#define B3_ROW8(i, k)                                                                              \
+    B3_D(i, k), B3_D(i + 1, k), B3_D(i + 2, k), B3_D(i + 3, k), B3_D(i + 4, k), B3_D(i + 5, k),    \
+        B3_D(i + 6, k), B3_D(i + 7, k)
+#define B3_ROW64(i, k)                                                                             \
+    B3_ROW8(i, k), B3_ROW8(i + 8, k), B3_ROW8(i + 16, k), B3_ROW8(i + 24, k), B3_ROW8(i + 32, k),  \
+        B3_ROW8(i + 40, k), B3_ROW8(i + 48, k), B3_ROW8(i + 56, k)
+#define B3_TAB(k) {B3_ROW64(0, k), B3_ROW64(64, k)}
+        B3_TAB(1), B3_TAB(3), B3_TAB(9), B3_TAB(27), B3_TAB(81)};
+#undef B3_TAB
+#undef B3_ROW64
+#undef B3_ROW8
+#undef B3_D
+    return t[k];
+}
+
+/* Set BITNET_TERNARY_LAYOUT=r16 to keep the 2-bit layout (for comparing). */
+static int b3_wanted(void) {
+    const char *e = getenv("BITNET_TERNARY_LAYOUT");
+    return !(e && strcmp(e, "r16") == 0) && (bn_cpu_flags() & BN_CPU_AVX512VBMI);
+}
+
+/* 1 if w can take the base-3 layout: valid codes everywhere (TQ2_0 / I2_S
+ * code 3 has no base-3 digit) and, for TQ types, one block scale. */
+static int b3_ok(const bn_tensor *w) {
+    if (!packable(w) || !b3_wanted()) return 0;
+    const uint8_t *base = w->data;
+    const int64_t nb = w->type == BN_TYPE_I2_S ? w->n_cols / 128 : w->n_cols / 256;
+    uint16_t d0 = 0;
+    if (w->type == BN_TYPE_TQ1_0) d0 = bn_rd_u16(base + BN_TQ1_0_BYTES - 2);
+    if (w->type == BN_TYPE_TQ2_0) d0 = bn_rd_u16(base + 64);
+    const __m256i m55 = _mm256_set1_epi8(0x55);
+    for (int64_t r = 0; r < w->n_rows; r++) {
+        const uint8_t *row = base + (size_t)r * w->row_bytes;
+        for (int64_t b = 0; b < nb; b++) {
+            if (w->type == BN_TYPE_TQ1_0) {
+                if (bn_rd_u16(row + b * BN_TQ1_0_BYTES + BN_TQ1_0_BYTES - 2) != d0) return 0;
+                continue; /* every TQ1_0 byte decodes to digits 0..2 */
+            }
+            const uint8_t *q =
+                row + b * (w->type == BN_TYPE_TQ2_0 ? BN_TQ2_0_BYTES : BN_I2_S_BYTES);
+            if (w->type == BN_TYPE_TQ2_0 && bn_rd_u16(q + 64) != d0) return 0;
+            /* a 2-bit field is 3 where both of its bits are set */
+            const __m256i v = _mm256_loadu_si256((const __m256i *)q);
+            __m256i bad = _mm256_and_si256(_mm256_and_si256(v, _mm256_srli_epi16(v, 1)), m55);
+            if (w->type == BN_TYPE_TQ2_0) {
+                const __m256i v2 = _mm256_loadu_si256((const __m256i *)(q + 32));
+                bad = _mm256_or_si256(
+                    bad, _mm256_and_si256(_mm256_and_si256(v2, _mm256_srli_epi16(v2, 1)), m55));
+            }
+            if (!_mm256_testz_si256(bad, bad)) return 0;
+        }
+    }
+    return 1;
+}
+
+static size_t b3_packed_size(const bn_tensor *w) {
+    const size_t groups = (size_t)(w->n_rows + B3_ROWS - 1) / B3_ROWS;
+    return groups * (size_t)w->n_cols * 16 + 64;
+}
+
+/* Groups [g0, g1) of the base-3 layout. Per r < 16, the five rows
+ * 80g + 16k + r are folded into one byte per column by Horner's rule
+ * (v = 3 v + code, from k = 4 down; byte adds never carry, v <= 242), then
+ * stored 4 columns at a time at their place in each chunk. */
+static void *b3_pack_groups(void *arg) {
+    const PackJob *j = arg;
+    const bn_tensor *w = j->w;
+    const int64_t n = w->n_cols;
+    uint8_t codes[256 * MAX_NB], v[256 * MAX_NB];
+    uint16_t d[MAX_NB];
+    const __m512i c121 = _mm512_set1_epi8(121), c80 = _mm512_set1_epi8((char)0x80);
+    for (int64_t g = j->g0; g < j->g1; g++) {
+        uint8_t *gout = j->dst + (size_t)g * (size_t)n * 16;
+        for (int r = 0; r < 16; r++) {
+            memset(v, 0, (size_t)n);
+            for (int k = 4; k >= 0; k--) {
+                const int64_t row = B3_ROWS * g + 16 * k + r;
+                if (row < w->n_rows) {
+                    row_codes(w, row, codes, d);
+                } else {
+                    memset(codes, 1, (size_t)n);
+                }
+                for (int64_t i = 0; i < n; i += 64) {
+                    const __m512i x = _mm512_loadu_si512(v + i);
+                    const __m512i x3 = _mm512_add_epi8(_mm512_add_epi8(x, x), x);
+                    _mm512_storeu_si512(v + i, _mm512_add_epi8(x3, _mm512_loadu_si512(codes + i)));
+                }
+            }
+            for (int64_t i = 0; i < n; i += 64) {
+                const __m512i x = _mm512_loadu_si512(v + i);
+                const __mmask64 pos = _mm512_cmpge_epu8_mask(x, c121);
+                const __m512i neg = _mm512_or_si512(_mm512_sub_epi8(c121, x), c80);
+                _mm512_storeu_si512(v + i,
+                                    _mm512_mask_blend_epi8(pos, neg, _mm512_sub_epi8(x, c121)));
+            }
+            for (int64_t c = 0; c < n / 4; c++)
+                memcpy(gout + c * 64 + 4 * r, v + 4 * c, 4);
+        }
+    }
+    return NULL;
+}
+
+/* The five code vectors of one 64-byte chunk. */
+#define B3_DECODE(v, d0, d1, d2, d3, d4)                                                           \
+    do {                                                                                           \
+        const __mmask64 neg_ = _mm512_movepi8_mask(v);                                             \
+        d0 = _mm512_permutex2var_epi8(t0l, v, t0h);                                                \
+        d1 = _mm512_permutex2var_epi8(t1l, v, t1h);                                                \
+        d2 = _mm512_permutex2var_epi8(t2l, v, t2h);                                                \
+        d3 = _mm512_permutex2var_epi8(t3l, v, t3h);                                                \
+        d4 = _mm512_permutex2var_epi8(t4l, v, t4h);                                                \
+        d0 = _mm512_mask_sub_epi8(d0, neg_, two, d0);                                              \
+        d1 = _mm512_mask_sub_epi8(d1, neg_, two, d1);                                              \
+        d2 = _mm512_mask_sub_epi8(d2, neg_, two, d2);                                              \
+        d3 = _mm512_mask_sub_epi8(d3, neg_, two, d3);                                              \
+        d4 = _mm512_mask_sub_epi8(d4, neg_, two, d4);                                              \
+    } while (0)
+
+#define B3_TABLES                                                                                  \
+    const __m512i t0l = _mm512_loadu_si512(b3_table(0)),                                           \
+                  t0h = _mm512_loadu_si512(b3_table(0) + 64);                                      \
+    const __m512i t1l = _mm512_loadu_si512(b3_table(1)),                                           \
+                  t1h = _mm512_loadu_si512(b3_table(1) + 64);                                      \
+    const __m512i t2l = _mm512_loadu_si512(b3_table(2)),                                           \
+                  t2h = _mm512_loadu_si512(b3_table(2) + 64);                                      \
+    const __m512i t3l = _mm512_loadu_si512(b3_table(3)),                                           \
+                  t3h = _mm512_loadu_si512(b3_table(3) + 64);                                      \
+    const __m512i t4l = _mm512_loadu_si512(b3_table(4)),                                           \
+                  t4h = _mm512_loadu_si512(b3_table(4) + 64);                                      \
+    const __m512i two = _mm512_set1_epi8(2)
+
+/* Output mask of sub-group k of group g for rows [r0, r1). */
+static __mmask16 b3_mask(int64_t g, int k, int64_t r0, int64_t r1) {
+    const int64_t base = B3_ROWS * g + 16 * k;
+    const int64_t lo = r0 > base ? r0 : base, hi = r1 < base + 16 ? r1 : base + 16;
+    if (hi <= lo) return 0;
+    return (__mmask16)((((1u << (hi - lo)) - 1u) << (lo - base)) & 0xffffu);
+}
+
+/* One token: rows of groups [g0, g1) within [r0, r1). */
+__attribute__((target("avx512vbmi"))) static void b3_matvec(const bn_tensor *w, const int8_t *q,
+                                                            float ascale, float d, float *out,
+                                                            int64_t r0, int64_t r1) {
+    B3_TABLES;
+    const int64_t n = w->n_cols;
+    const int tq = is_tq(w->type);
+    const int nbs = tq ? (int)(n / 256) : 1;
+    const int64_t bcols = tq ? 256 : n;
+    int32_t asum[MAX_NB];
+    for (int b = 0; b < nbs; b++)
+        asum[b] = sum_i8(q + (int64_t)b * bcols, bcols);
+    const __m512 vd = _mm512_set1_ps(d), ws = _mm512_set1_ps(w->scale), as = _mm512_set1_ps(ascale);
+    for (int64_t g = r0 / B3_ROWS; g < (r1 + B3_ROWS - 1) / B3_ROWS; g++) {
+        const uint8_t *gw = (const uint8_t *)w->data + (size_t)g * (size_t)n * 16;
+        __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0, f3 = f0, f4 = f0;
+        for (int b = 0; b < nbs; b++) {
+            __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0;
+            const uint8_t *cw = gw + (size_t)b * (size_t)bcols * 16;
+            const int8_t *qb = q + b * bcols;
+            for (int64_t c = 0; c < bcols / 4; c++) {
+                const __m512i v = _mm512_load_si512(cw + c * 64);
+                _mm_prefetch((const char *)(cw + c * 64 + PREFETCH), _MM_HINT_T0);
+                __m512i d0, d1, d2, d3, d4;
+                B3_DECODE(v, d0, d1, d2, d3, d4);
+                const __m512i x = bcast4(qb + 4 * c);
+                a0 = _mm512_dpbusd_epi32(a0, d0, x);
+                a1 = _mm512_dpbusd_epi32(a1, d1, x);
+                a2 = _mm512_dpbusd_epi32(a2, d2, x);
+                a3 = _mm512_dpbusd_epi32(a3, d3, x);
+                a4 = _mm512_dpbusd_epi32(a4, d4, x);
+            }
+            const __m512i s = _mm512_set1_epi32(asum[b]);
+#define B3_FOLD(f, a)                                                                              \
+    do {                                                                                           \
+        const __m512 x_ = _mm512_cvtepi32_ps(_mm512_sub_epi32(a, s));                              \
+        f = tq ? _mm512_add_ps(f, _mm512_mul_ps(vd, x_)) : x_;                                     \
+    } while (0)
+            B3_FOLD(f0, a0);
+            B3_FOLD(f1, a1);
+            B3_FOLD(f2, a2);
+            B3_FOLD(f3, a3);
+            B3_FOLD(f4, a4);
+#undef B3_FOLD
+        }
+        float *o = out + B3_ROWS * g;
+        _mm512_mask_storeu_ps(o, b3_mask(g, 0, r0, r1), _mm512_div_ps(_mm512_mul_ps(f0, ws), as));
+        _mm512_mask_storeu_ps(o + 16, b3_mask(g, 1, r0, r1),
+                              _mm512_div_ps(_mm512_mul_ps(f1, ws), as));
+        _mm512_mask_storeu_ps(o + 32, b3_mask(g, 2, r0, r1),
+                              _mm512_div_ps(_mm512_mul_ps(f2, ws), as));
+        _mm512_mask_storeu_ps(o + 48, b3_mask(g, 3, r0, r1),
+                              _mm512_div_ps(_mm512_mul_ps(f3, ws), as));
+        _mm512_mask_storeu_ps(o + 64, b3_mask(g, 4, r0, r1),
+                              _mm512_div_ps(_mm512_mul_ps(f4, ws), as));
+    }
+}
+
+/* Group g of the base-3 layout as five R16 groups (dst: 5 * n * 4 bytes):
+ * R16 chunk c of sub-group k is codes_k(4c) | codes_k(4c+1) << 2 | ... */
+__attribute__((target("avx512vbmi"))) static void b3_to_r16(const bn_tensor *w, int64_t g,
+                                                            uint8_t *dst) {
+    B3_TABLES;
+    const int64_t n = w->n_cols;
+    const uint8_t *gw = (const uint8_t *)w->data + (size_t)g * (size_t)n * 16;
+    for (int64_t c = 0; c < n / 16; c++) {
+        __m512i o0 = _mm512_setzero_si512(), o1 = o0, o2 = o0, o3 = o0, o4 = o0;
+        for (int s = 0; s < 4; s++) {
+            const __m512i v = _mm512_load_si512(gw + (4 * c + s) * 64);
+            __m512i d0, d1, d2, d3, d4;
+            B3_DECODE(v, d0, d1, d2, d3, d4);
+            /* codes <= 2: 16-bit shifts never carry into the next byte */
+            o0 = _mm512_or_si512(o0, _mm512_slli_epi16(d0, 2 * s));
+            o1 = _mm512_or_si512(o1, _mm512_slli_epi16(d1, 2 * s));
+            o2 = _mm512_or_si512(o2, _mm512_slli_epi16(d2, 2 * s));
+            o3 = _mm512_or_si512(o3, _mm512_slli_epi16(d3, 2 * s));
+            o4 = _mm512_or_si512(o4, _mm512_slli_epi16(d4, 2 * s));
+        }
+        _mm512_store_si512(dst + 0 * n * 4 + c * 64, o0);
+        _mm512_store_si512(dst + 1 * n * 4 + c * 64, o1);
+        _mm512_store_si512(dst + 2 * n * 4 + c * 64, o2);
+        _mm512_store_si512(dst + 3 * n * 4 + c * 64, o3);
+        _mm512_store_si512(dst + 4 * n * 4 + c * 64, o4);
+    }
+}
+
+static void avx512_matmul_b3(const bn_tensor *w, const int8_t *q, const float *act_scale,
+                             int64_t n_tok, float *out, int64_t out_stride, int64_t r0,
+                             int64_t r1) {
+    const int64_t n = w->n_cols;
+    const int64_t groups = (w->n_rows + B3_ROWS - 1) / B3_ROWS;
+    const uint16_t dh = bn_rd_u16((const uint8_t *)w->data + (size_t)groups * (size_t)n * 16);
+    const float d = bn_fp16_to_fp32(dh);
+    const int tq = is_tq(w->type);
+    const int nbs = tq ? (int)(n / 256) : 1;
+    /* Prefill: one group at a time decoded to R16 in scratch, then the R16
+     * tiles over all tokens. Without scratch, token by token. */
+    uint8_t *scratch = n_tok > 1 ? bn_aligned_alloc((size_t)n * 20) : NULL;
+    if (!scratch) {
+        for (int64_t t = 0; t < n_tok; t++)
+            b3_matvec(w, q + t * n, act_scale[t], d, out + t * out_stride, r0, r1);
+        return;
+    }
+    uint16_t gd[16 * MAX_NB];
+    for (int i = 0; i < 16 * nbs; i++)
+        gd[i] = dh;
+    int32_t asum[TILE * MAX_NB];
+    for (int64_t g = r0 / B3_ROWS; g < (r1 + B3_ROWS - 1) / B3_ROWS; g++) {
+        b3_to_r16(w, g, scratch);
+        for (int64_t t0 = 0; t0 < n_tok; t0 += TILE) {
+            const int nt = (int)(n_tok - t0 < TILE ? n_tok - t0 : TILE);
+            const int8_t *qt = q + t0 * n;
+            for (int t = 0; t < nt; t++) {
+                for (int b = 0; b < nbs; b++)
+                    asum[t * nbs + b] = sum_i8(qt + t * n + (int64_t)b * 256, tq ? 256 : n);
+            }
+            for (int k = 0; k < 5; k++) {
+                const __mmask16 mask = b3_mask(g, k, r0, r1);
+                if (!mask) continue;
+                const uint8_t *gw = scratch + (size_t)k * (size_t)n * 4;
+                float *o = out + t0 * out_stride + B3_ROWS * g + 16 * k;
+                switch (nt) {
+                case 1:
+                    group_tile1(gw, gd, tq, n, qt, asum, nbs, act_scale + t0, w->scale, o, mask);
+                    break;
+                    GROUP_TILE_CASE(2)
+                    GROUP_TILE_CASE(3)
+                    GROUP_TILE_CASE(4)
+                    GROUP_TILE_CASE(5)
+                    GROUP_TILE_CASE(6)
+                    GROUP_TILE_CASE(7)
+                    GROUP_TILE_CASE(8)
+                default: break;
+                }
+            }
+        }
+    }
+    bn_aligned_free(scratch);
+}
+
 static void avx512_matmul_ternary(const bn_tensor *w, const int8_t *q, const float *act_scale,
                                   int64_t n_tok, float *out, int64_t out_stride, int64_t r0,
                                   int64_t r1) {
     if (w->layout == BN_LAYOUT_R16) {
         avx512_matmul_r16(w, q, act_scale, n_tok, out, out_stride, r0, r1);
+        return;
+    }
+    if (w->layout == BN_LAYOUT_B3) {
+        avx512_matmul_b3(w, q, act_scale, n_tok, out, out_stride, r0, r1);
         return;
     }
     bn_kernels_avx2()->matmul_i8[w->type](w, q, act_scale, n_tok, out, out_stride, r0, r1);

@@ -67,7 +67,7 @@ static void test_layer(const bn_kernels *k, int type, float wscale, uint64_t see
     CHECK(data != NULL);
     if (!data) return;
     CHECK_OK(bn_quantize(type, wf, NC, NR, data, nbytes, &err), &err);
-    bn_tensor w = {type, NC, NR, bn_row_bytes(type, NC), data, 1.0f, "w", 0};
+    bn_tensor w = {type, NC, NR, bn_row_bytes(type, NC), data, 1.0f, "w", 0, 0};
     float tq_d = 1.0f; /* the per-block scale the TQ types store */
     if (type == BN_TYPE_I2_S) {
         memcpy(&w.scale, data + (size_t)NR * w.row_bytes, sizeof(float));

@@ -238,8 +238,8 @@ static void test_ternary_block_scales(const bn_kernels *k) {
         act[t] = k->quantize_act(x + t * n_cols, n_cols, q + t * n_cols);
     for (int i = 0; i < 2; i++) {
         bn_error err;
-        bn_tensor w = {k_tern[i], n_cols, n_rows, bn_row_bytes(k_tern[i], n_cols),
-                       buf,       0.5f,   "w",    0};
+        bn_tensor w = {k_tern[i], n_cols, n_rows, bn_row_bytes(k_tern[i], n_cols), buf, 0.5f,
+                       "w",       0,      0};
         CHECK_OK(bn_quantize(w.type, wf, n_cols, n_rows, buf, (size_t)(n_rows * n_cols), &err),
                  &err);
         k->matmul_i8[w.type](&w, q, act, n_tok, out, n_rows, 0, n_rows);
@@ -292,7 +292,7 @@ static void test_float(const bn_kernels *k, int type, int64_t n_rows, int64_t n_
         x[i] = rnd_uniform(-1, 1);
     CHECK_OK(bn_quantize(type, wf, n_cols, n_rows, buf, nb, &err), &err);
     CHECK_OK(bn_dequantize(type, buf, nb, n_cols, n_rows, wd, &err), &err);
-    bn_tensor w = {type, n_cols, n_rows, bn_row_bytes(type, n_cols), buf, 1.0f, "w", 0};
+    bn_tensor w = {type, n_cols, n_rows, bn_row_bytes(type, n_cols), buf, 1.0f, "w", 0, 0};
     if (type == BN_TYPE_I2_S) memcpy(&w.scale, buf + (size_t)n_rows * w.row_bytes, 4);
     CHECKF(k->matmul_f32[type] != NULL, "%s: no matmul_f32 for %s", k->name, bn_type_name(type));
     if (!k->matmul_f32[type]) goto done;
@@ -381,6 +381,14 @@ static void test_against_reference(const bn_kernels *k) {
  * row counts that are not a multiple of the layout's row group. */
 static void test_packed(const bn_kernels *k, int64_t n_rows, int64_t n_cols, int64_t n_tok) {
     if (!k->packed_size || !k->pack) return;
+    /* The AVX-512 set takes its base-3 layout (80-row groups) on CPUs with
+     * VBMI unless told not to, else R16 (16-row groups). */
+    int expect_group = 0;
+    if (strcmp(k->name, "avx512vnni") == 0) {
+        const char *e = getenv("BITNET_TERNARY_LAYOUT");
+        const int r16 = (e && strcmp(e, "r16") == 0) || !(bn_cpu_flags() & BN_CPU_AVX512VBMI);
+        expect_group = r16 ? 16 : 80;
+    }
     const bn_kernels *ref = bn_kernels_reference();
     tcase c;
     if (!tcase_make(&c, n_rows, n_cols, n_tok)) {
@@ -409,6 +417,10 @@ static void test_packed(const bn_kernels *k, int64_t n_rows, int64_t n_cols, int
         bn_tensor p = w;
         k->pack(&p, dst);
         CHECK(p.layout != 0 && p.data == dst);
+        if (expect_group) {
+            CHECKF(p.row_group == expect_group, "%s/%s: row group %d, expected %d", k->name, w.name,
+                   p.row_group, expect_group);
+        }
         for (size_t j = 0; j < n_out; j++)
             got[j] = -999.0f;
         /* uneven row ranges, as several threads would split them */
@@ -429,6 +441,62 @@ static void test_packed(const bn_kernels *k, int64_t n_rows, int64_t n_cols, int
     free(want);
     free(got);
     tcase_free(&c);
+}
+
+/* Tensors that the base-3 layout cannot hold keep a 2-bit one: TQ blocks
+ * with different scales, and a TQ2_0 / I2_S code 3 (read as +2). Either
+ * way the results are the reference's. */
+static void test_packed_fallback(const bn_kernels *k) {
+    if (!k->packed_size || !k->pack) return;
+    const bn_kernels *ref = bn_kernels_reference();
+    enum { R = 90, C = 512, T = 3 };
+    float *wf = malloc(sizeof(float) * R * C), *x = malloc(sizeof(float) * T * C);
+    uint8_t *buf = malloc((size_t)R * C);
+    int8_t *q = malloc((size_t)T * C);
+    float act[T], want[T * R], got[T * R];
+    if (!wf || !x || !buf || !q) {
+        CHECK(0 && "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < T * C; i++)
+        x[i] = rnd_uniform(-1, 1);
+    for (int t = 0; t < T; t++)
+        act[t] = ref->quantize_act(x + t * C, C, q + t * C);
+    for (int c = 0; c < 3; c++) {
+        /* case 0: TQ2_0, block scales 0.25 and 0.5; 1: TQ1_0 likewise;
+         * 2: TQ2_0 with one uniform scale and a code 3 written in */
+        const int type = c == 1 ? BN_TYPE_TQ1_0 : BN_TYPE_TQ2_0;
+        for (int i = 0; i < R * C; i++) {
+            const float d = c < 2 && (i / 256) % 2 ? 0.5f : 0.25f;
+            wf[i] = (float)((int)(rnd_u64() % 3) - 1) * d;
+        }
+        bn_error err;
+        const size_t nbytes = bn_type_nbytes(type, C, R, &err);
+        CHECK_OK(bn_quantize(type, wf, C, R, buf, nbytes, &err), &err);
+        if (c == 2) buf[5 * bn_row_bytes(type, C) + 7] |= 0x0c; /* row 5: one field = 3 */
+        bn_tensor w = {type, C, R, bn_row_bytes(type, C), buf, 1.0f, "w", 0, 0};
+        ref->matmul_i8[type](&w, q, act, T, want, R, 0, R);
+        const size_t bytes = k->packed_size(&w);
+        void *dst = bytes ? bn_aligned_alloc(bytes) : NULL;
+        if (!dst) {
+            CHECK(bytes == 0 || !"out of memory");
+            continue;
+        }
+        bn_tensor p = w;
+        k->pack(&p, dst);
+        CHECKF(p.row_group == 16, "%s case %d: row group %d, expected the 2-bit layout", k->name, c,
+               p.row_group);
+        k->matmul_i8[type](&p, q, act, T, got, R, 0, 41);
+        k->matmul_i8[type](&p, q, act, T, got, R, 41, R);
+        CHECKF(memcmp(want, got, sizeof want) == 0, "%s case %d: packed results differ", k->name,
+               c);
+        bn_aligned_free(dst);
+    }
+done:
+    free(wf);
+    free(x);
+    free(buf);
+    free(q);
 }
 
 /* Attention of one head and the FFN activation against the reference set
@@ -502,6 +570,17 @@ static void run_set(const bn_kernels *k) {
     test_packed(k, 50, 2560, 3);
     test_packed(k, 33, 512, 19);  /* two token tiles and a partial one */
     test_packed(k, 130, 1024, 9); /* more than one panel of row groups */
+    test_packed(k, 245, 768, 1);  /* three 80-row groups and a partial one */
+    test_packed(k, 245, 768, 11);
+    test_packed_fallback(k);
+    if (strcmp(k->name, "avx512vnni") == 0 && (bn_cpu_flags() & BN_CPU_AVX512VBMI)) {
+        /* the 2-bit layout, which CPUs without VBMI get */
+        setenv("BITNET_TERNARY_LAYOUT", "r16", 1);
+        test_packed(k, 37, 768, 1);
+        test_packed(k, 33, 512, 19);
+        test_packed(k, 130, 1024, 9);
+        unsetenv("BITNET_TERNARY_LAYOUT");
+    }
 }
 
 int main(void) {
