@@ -153,7 +153,11 @@ def test_errors(server: Server, client: Any) -> None:
     h = {"Authorization": f"Bearer {KEY}"}
     cases = [b"{not json", b"[]", json.dumps({"model": "model.gguf"}).encode(),
              json.dumps({"model": "model.gguf", "prompt": "x", "max_tokens": "3"}).encode(),
-             json.dumps({"model": "model.gguf", "prompt": "x", "n": 2}).encode(),
+             json.dumps({"model": "model.gguf", "prompt": "x", "n": 9}).encode(),
+             json.dumps({"model": "model.gguf", "prompt": "x", "n": 0}).encode(),
+             json.dumps({"model": "model.gguf", "prompt": "x", "n": 2, "stream": True}).encode(),
+             json.dumps({"model": "model.gguf", "prompt": "x", "logprobs": 6}).encode(),
+             json.dumps({"model": "model.gguf", "prompt": "x", "logprobs": 1, "stream": True}).encode(),
              json.dumps({"model": "model.gguf", "prompt": "x", "stream": "yes"}).encode()]
     for body in cases:
         r = httpx.post(server.url + "/v1/completions", content=body, headers=h)

@@ -13,7 +13,14 @@ Endpoints: ``POST /v1/completions``, ``POST /v1/chat/completions`` (both with
 * At most ``max_concurrent`` generations run at once and ``queue_size`` more
   wait; beyond that a request gets 429 (with ``Retry-After``). While the
   server is starting or shutting down requests get 503.
-* A client that disconnects cancels its generation (streaming or not).
+* Shutdown drains: on the first SIGTERM/SIGINT ``python -m
+  bitnet_py.server`` stops admitting (new generation requests get 503
+  ``shutting_down``, ``/health`` 503), lets the admitted requests finish (at
+  most ``--drain-timeout`` seconds), then exits; a second signal exits now.
+* A client that disconnects cancels its generation (streaming or not),
+  also while it is still queued or before its stream started.
+* ``n`` (1 to 8) independent choices; ``logprobs`` (0 to 5) on
+  ``/v1/completions`` in OpenAI's legacy format (not with ``stream``).
 * Each request has its own generation state; outputs never mix.
 
 ``create_app(...)`` builds the application for embedding or tests.
@@ -30,11 +37,15 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Optional
+from typing import Any, AsyncIterator, Optional, Sequence
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ServerSettings", "create_app", "Metrics"]
+__all__ = ["ServerSettings", "create_app", "Metrics", "APIError", "MAX_N", "MAX_LOGPROBS"]
+
+#: Largest ``n`` (choices per request) and ``logprobs`` (alternatives per token).
+MAX_N = 8
+MAX_LOGPROBS = 5
 
 
 @dataclass
@@ -141,10 +152,15 @@ class _Gen:
     top_k: Optional[int]
     seed: Optional[int]
     stop: list[str] = field(default_factory=list)
+    n: int = 1
+    logprobs: Optional[int] = None
 
-    def overrides(self) -> dict[str, Any]:
+    def overrides(self, index: int = 0) -> dict[str, Any]:
+        """Generation options of choice ``index`` (a given seed becomes
+        seed + index, so the n choices are independent but reproducible)."""
+        seed = None if self.seed is None else (self.seed + index) % 2**63
         o: dict[str, Any] = {"max_new_tokens": self.max_tokens, "do_sample": self.temperature > 0,
-                             "top_p": self.top_p, "seed": self.seed}
+                             "top_p": self.top_p, "seed": seed}
         if self.temperature > 0:
             o["temperature"] = self.temperature
         if self.top_k is not None:
@@ -164,9 +180,29 @@ def _num(body: dict[str, Any], key: str, default: Any, lo: float, hi: float, int
     return v
 
 
-def _parse_common(body: dict[str, Any], s: ServerSettings, prompt: Any) -> _Gen:
-    if body.get("n", 1) != 1:
-        raise APIError(400, "only n=1 is supported", param="n", code="unsupported")
+def _parse_common(body: dict[str, Any], s: ServerSettings, prompt: Any, kind: str) -> _Gen:
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise APIError(400, "'stream' must be a boolean", param="stream")
+    n = _num(body, "n", 1, 1, MAX_N, integer=True)
+    if n > 1 and stream:
+        raise APIError(400, "n > 1 is not supported with stream: send n streaming requests or set "
+                       "stream to false", param="n", code="unsupported")
+    logprobs: Optional[int] = None
+    if kind == "chat":
+        if body.get("logprobs") not in (None, False) or body.get("top_logprobs") is not None:
+            raise APIError(400, "logprobs are supported on /v1/completions only", param="logprobs",
+                           code="unsupported")
+    else:
+        logprobs = _num(body, "logprobs", None, 0, MAX_LOGPROBS, integer=True)
+        if logprobs is not None and stream:
+            raise APIError(400, "logprobs is not supported with stream", param="logprobs", code="unsupported")
+        if body.get("echo") not in (None, False):
+            raise APIError(400, "echo is not supported", param="echo", code="unsupported")
+    best_of = body.get("best_of")
+    if best_of is not None and best_of != n:
+        raise APIError(400, "best_of is not supported (leave it out or equal to n)", param="best_of",
+                       code="unsupported")
     stop = body.get("stop")
     if stop is None:
         stops: list[str] = []
@@ -183,28 +219,99 @@ def _parse_common(body: dict[str, Any], s: ServerSettings, prompt: Any) -> _Gen:
                 temperature=float(_num(body, "temperature", 1.0, 0.0, 2.0)),
                 top_p=float(_num(body, "top_p", 1.0, 0.0, 1.0)) or 1.0,
                 top_k=_num(body, "top_k", None, 1, 1_000_000, integer=True),
-                seed=_num(body, "seed", None, 0, 2**63 - 1, integer=True), stop=stops)
+                seed=_num(body, "seed", None, 0, 2**63 - 1, integer=True), stop=stops, n=n,
+                logprobs=logprobs)
 
 
 async def _never() -> bool:
     return False
 
 
+def _completion_logprobs(engine: Any, prompt_ids: Sequence[int], tokens: Sequence[int], text: str, k: int,
+                         base: int) -> dict[str, Any]:
+    """OpenAI's legacy ``logprobs`` object for a completion: ``tokens`` (each
+    token's text as it appears in ``text``), ``token_logprobs``,
+    ``top_logprobs`` (the ``k`` likeliest tokens plus the chosen one) and
+    ``text_offset`` (``base`` + the token's offset in ``text``).
+
+    Log-probabilities are the model's own: log-softmax of the logits over the
+    tokens the tokenizer can decode, before temperature, top-k/top-p or
+    penalties. ``engine`` is the :class:`bitnet_py._engine.Engine`; the prompt
+    and the chosen tokens are evaluated again in chunks (memory stays
+    ``chunk x n_vocab``)."""
+    import numpy as np
+
+    tok = engine.require_tokenizer()
+    dec = tok.stream_decoder(skip_special=True)
+    pieces = [dec.push(int(t)) for t in tokens]
+    tail = dec.flush()
+    if tail and pieces:
+        pieces[-1] += tail
+    keep = len(pieces)
+    if "".join(pieces) != text:  # cut by a stop string: the tokens that produced the text
+        keep, at = 0, 0
+        while keep < len(pieces) and at < len(text):
+            at += len(pieces[keep])
+            keep += 1
+    out: dict[str, Any] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    if keep == 0:
+        return out
+    chosen = [int(t) for t in tokens[:keep]]
+    ids = engine.check_prompt(list(prompt_ids) + chosen[:-1])
+    n_p = len(prompt_ids)
+    limit = engine.vocab_limit() or engine.n_vocab
+    chunk = 64
+    rows_lp: list[Any] = []
+    with engine.context(1, engine.context_size(len(ids))) as ctx:
+        if n_p > 1:
+            ctx.eval(ids[:n_p - 1], seq_id=0, logits="last")
+        for s in range(n_p - 1, len(ids), chunk):
+            logits = np.asarray(ctx.eval(ids[s:s + chunk], seq_id=0, logits="all"), dtype=np.float64)[:, :limit]
+            m = logits.max(axis=1, keepdims=True)
+            lse = m + np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
+            rows_lp.extend(logits - lse)
+    at = base
+    for j, t in enumerate(chosen):
+        lp = rows_lp[j]
+        top: dict[str, float] = {}
+        if k > 0:
+            best = np.argpartition(-lp, k - 1)[:k]
+            for i in sorted(best, key=lambda i: -lp[i]):
+                top.setdefault(tok.decode([int(i)], skip_special=False), float(lp[i]))
+        top.setdefault(pieces[j], float(lp[t]))
+        out["tokens"].append(pieces[j])
+        out["token_logprobs"].append(float(lp[t]))
+        out["top_logprobs"].append(top)
+        out["text_offset"].append(at)
+        at += len(pieces[j])
+    return out
+
+
 def create_app(settings: ServerSettings, engine: Any = None) -> Any:
     """The FastAPI application. ``engine``: a loaded
     :class:`bitnet_py.SimpleInference` (else loaded from ``settings.model``
-    at startup)."""
+    at startup).
+
+    ``app.state.begin_drain()`` starts a graceful shutdown: from then on new
+    generation requests get 503 ``shutting_down`` and ``/health`` 503, while
+    admitted ones finish; ``app.state.bitnet["admitted"]`` counts those."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
     metrics = Metrics()
     state: dict[str, Any] = {"engine": engine, "ready": engine is not None, "admitted": 0,
-                             "started": int(time.time()),
+                             "draining": False, "started": int(time.time()),
                              # binds to the running loop on first use, so an app with a given
                              # engine works without lifespan events (e.g. httpx.ASGITransport)
                              "sem": asyncio.Semaphore(settings.max_concurrent)}
     name = settings.served_name()
+
+    def begin_drain() -> None:
+        if not state["draining"]:
+            state["draining"] = True
+            logger.info("shutting down: new requests get 503; %d admitted request(s) finish",
+                        state["admitted"])
 
     from contextlib import asynccontextmanager
 
@@ -219,6 +326,7 @@ def create_app(settings: ServerSettings, engine: Any = None) -> Any:
             logger.info("serving %s as %r", settings.model, name)
         state["ready"] = True
         yield
+        begin_drain()
         state["ready"] = False
 
     app = FastAPI(title="bitnet_py server", lifespan=lifespan)
@@ -232,6 +340,16 @@ def create_app(settings: ServerSettings, engine: Any = None) -> Any:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         metrics.observe(request.url.path, 400)
         return JSONResponse(APIError(400, str(exc.errors()[:3])).body(), status_code=400)
+
+    def check_available() -> None:
+        """503 while shutting down (the connection is closed after the
+        answer) or before the model is loaded."""
+        if state["draining"]:
+            raise APIError(503, "the server is shutting down: retry on another replica", "server_error",
+                           code="shutting_down", headers={"Retry-After": "1", "Connection": "close"})
+        if not state["ready"]:
+            raise APIError(503, "the server is not ready", "server_error", code="not_ready",
+                           headers={"Retry-After": "1"})
 
     def check_auth(request: Request) -> None:
         if settings.api_key is None:
@@ -258,9 +376,7 @@ def create_app(settings: ServerSettings, engine: Any = None) -> Any:
         return body
 
     def admit() -> None:
-        if not state["ready"]:
-            raise APIError(503, "the server is not ready", "server_error", code="not_ready",
-                           headers={"Retry-After": "1"})
+        check_available()
         if state["admitted"] >= settings.max_concurrent + settings.queue_size:
             raise APIError(429, "too many requests: the queue is full", "rate_limit_error", code="queue_full",
                            headers={"Retry-After": "1"})
@@ -278,17 +394,12 @@ def create_app(settings: ServerSettings, engine: Any = None) -> Any:
         metrics.running -= 1
         state["sem"].release()
 
-    def count(text_or_ids: Any) -> int:
-        eng = state["engine"]
-        return eng.count_tokens(text_or_ids) if isinstance(text_or_ids, str) else 0
-
-    def open_stream(g: _Gen) -> Any:
-        """The generation's stream (nothing runs yet); prompt errors are 400."""
-        if not state["ready"]:
-            raise APIError(503, "the server is not ready", "server_error", code="not_ready",
-                           headers={"Retry-After": "1"})
+    def open_stream(g: _Gen, index: int = 0) -> Any:
+        """Choice ``index``'s generation stream (nothing runs yet); prompt
+        errors are 400."""
+        check_available()
         try:
-            return state["engine"].generate_stream(g.prompt, **g.overrides())
+            return state["engine"].generate_stream(g.prompt, **g.overrides(index))
         except (ValueError, TypeError) as e:
             raise APIError(400, str(e), param="prompt", code="invalid_prompt") from None
 
@@ -350,11 +461,23 @@ def create_app(settings: ServerSettings, engine: Any = None) -> Any:
         st = stream.get_stream_stats()
         return text, reason, st["prompt_length"], st["tokens_generated"]
 
+    async def logprobs_of(g: _Gen, stream: Any, text: str) -> dict[str, Any]:
+        eng = state["engine"].engine
+        prompt_ids = list(stream._ids)  # the ids this generation was given (GenerationStream)
+        if isinstance(g.prompt, str):
+            base = len(g.prompt)
+        else:
+            base = len(eng.require_tokenizer().decode(prompt_ids, skip_special=True))
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, lambda: _completion_logprobs(
+            eng, prompt_ids, stream.tokens, text, g.logprobs or 0, base))
+
     def usage(p: int, c: int) -> dict[str, int]:
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
     async def handle(request: Request, kind: str) -> Any:
         t0 = time.perf_counter()
+        check_available()
         check_auth(request)
         body = await read_json(request)
         if kind == "chat":
@@ -379,40 +502,55 @@ def create_app(settings: ServerSettings, engine: Any = None) -> Any:
             elif not isinstance(prompt, str) or not prompt:
                 raise APIError(400, "'prompt' must be a non-empty string (or one list of token ids)",
                                param="prompt")
-        g = _parse_common(body, settings, prompt)
-        stream_mode = body.get("stream", False)
-        if not isinstance(stream_mode, bool):
-            raise APIError(400, "'stream' must be a boolean", param="stream")
-        gen_stream = open_stream(g)
+        g = _parse_common(body, settings, prompt, kind)
+        stream_mode = bool(body.get("stream", False))
+        streams = [open_stream(g, i) for i in range(g.n)]
         admit()
         rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
         path = request.url.path
         if not stream_mode:
+            results: list[tuple[str, str, Any]] = []
+            p = c = 0
             try:
                 await acquire()
                 try:
-                    text, reason, p, c = await complete(g, gen_stream, request)
+                    # the n choices run one after another in this request's slot
+                    for st in streams:
+                        text, reason, p, ci = await complete(g, st, request)
+                        c += ci
+                        lp = await logprobs_of(g, st, text) if g.logprobs is not None else None
+                        results.append((text, reason, lp))
                 finally:
                     release()
+                    for st in streams[len(results):]:
+                        st.cancel()
             finally:
                 state["admitted"] -= 1
+            choices: list[dict[str, Any]] = []
+            for i, (text, reason, lp) in enumerate(results):
+                if kind == "chat":
+                    choices.append({"index": i, "message": {"role": "assistant", "content": text},
+                                    "finish_reason": reason, "logprobs": None})
+                else:
+                    choices.append({"index": i, "text": text, "finish_reason": reason, "logprobs": lp})
             metrics.add_tokens(p, c)
             metrics.observe(path, 200, time.perf_counter() - t0)
-            if kind == "chat":
-                choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
-                                          "finish_reason": reason, "logprobs": None}
-                obj = "chat.completion"
-            else:
-                choice = {"index": 0, "text": text, "finish_reason": reason, "logprobs": None}
-                obj = "text_completion"
+            obj = "chat.completion" if kind == "chat" else "text_completion"
             return JSONResponse({"id": rid, "object": obj, "created": created, "model": name,
-                                 "choices": [choice], "usage": usage(p, c)})
+                                 "choices": choices, "usage": usage(p, c)})
+
+        gen_stream = streams[0]
 
         async def events() -> AsyncIterator[str]:
             done = False
             try:
-                await acquire()
+                try:
+                    await acquire()
+                except asyncio.CancelledError:  # the client went away while queued
+                    gen_stream.cancel()
+                    metrics.cancelled += 1
+                    raise
                 try:
                     obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
                     if kind == "chat":
@@ -450,10 +588,17 @@ def create_app(settings: ServerSettings, engine: Any = None) -> Any:
                 left[0] = True
                 state["admitted"] -= 1
 
+        def abandoned() -> None:
+            # a client gone before the body starts leaves the generator unstarted (its
+            # finally never runs): the generation never ran; give the admission back
+            if not left[0]:
+                gen_stream.cancel()
+                metrics.cancelled += 1
+                metrics.observe(path, 499, time.perf_counter() - t0)
+                leave()
+
         body_iter = events()
-        # a client gone before the body starts leaves the generator unstarted (its
-        # finally never runs): give the admission back when the generator is collected
-        weakref.finalize(body_iter, leave)
+        weakref.finalize(body_iter, abandoned)
         return StreamingResponse(body_iter, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -474,8 +619,9 @@ def create_app(settings: ServerSettings, engine: Any = None) -> Any:
 
     @app.get("/health")
     async def health() -> Any:
-        ok = bool(state["ready"])
-        body = {"status": "ok" if ok else "starting", "model": name, "running": metrics.running,
+        ok = bool(state["ready"]) and not state["draining"]
+        status = "shutting_down" if state["draining"] else "ok" if ok else "starting"
+        body = {"status": status, "model": name, "running": metrics.running,
                 "waiting": metrics.waiting, "max_concurrent": settings.max_concurrent,
                 "queue_size": settings.queue_size}
         return JSONResponse(body, status_code=200 if ok else 503)
@@ -487,4 +633,5 @@ def create_app(settings: ServerSettings, engine: Any = None) -> Any:
     app.state.metrics = metrics
     app.state.settings = settings
     app.state.bitnet = state
+    app.state.begin_drain = begin_drain
     return app
