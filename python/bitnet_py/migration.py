@@ -572,8 +572,10 @@ class MigrationHelper:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_symlink():
             path.unlink()
-        path.write_text(_SIDE_BY_SIDE.replace("__PROMPTS__", json.dumps(prompts, ensure_ascii=False)),
-                        encoding="utf-8")
+        text = _SIDE_BY_SIDE.replace("__PROMPTS__", json.dumps(prompts, ensure_ascii=False))
+        if filename != "side_by_side_test.py":
+            text = text.replace("Usage: python side_by_side_test.py", f"Usage: python {filename}", 1)
+        path.write_text(text, encoding="utf-8")
         self.log(f"wrote {path}")
         return str(path)
 
@@ -652,13 +654,38 @@ class MigrationPlan:
     configs: dict[str, Any] = field(default_factory=dict)
     backup: Optional[str] = None
     analyses: list[dict[str, Any]] = field(default_factory=list)
+    #: generated file -> the name it was written under, because the project
+    #: already has a file (or directory) by the generated name
+    renamed: dict[str, str] = field(default_factory=dict)
+    #: the project's files that a generated file extends (requirements.txt)
+    merged: list[str] = field(default_factory=list)
+
+    def generated_name(self, name: str) -> str:
+        """Where the generated file ``name`` (one of GENERATED_FILES) goes."""
+        return self.renamed.get(name, name)
 
     def to_dict(self) -> dict[str, Any]:
         return {"src": self.src, "dst": self.dst, "rewritten": self.rewritten, "copied": self.copied,
                 "unparsable": self.unparsable, "skipped": [list(x) for x in self.skipped],
-                "generated": self.generated, "backup": self.backup,
+                "generated": self.generated, "renamed": dict(self.renamed), "merged": list(self.merged),
+                "backup": self.backup,
                 "changes": {k: [list(c) for c in v] for k, v in self.changes.items()},
                 "configs": self.configs}
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``STEM_bitnet.EXT`` (then ``STEM_bitnet2.EXT``, ...) when
+    ``taken`` (case-folded names) holds it: case-insensitive, so it is also
+    free on macOS and Windows file systems."""
+    if name.casefold() not in taken:
+        return name
+    stem, ext = os.path.splitext(name)
+    i = 1
+    while True:
+        cand = f"{stem}_bitnet{'' if i == 1 else i}{ext}"
+        if cand.casefold() not in taken:
+            return cand
+        i += 1
 
 
 def _walk(src: Path, plan: MigrationPlan) -> list[tuple[Path, Path]]:
@@ -803,6 +830,13 @@ def migrate_project(project_path: PathLike, output_path: PathLike, test_prompts:
     ``MIGRATION_REPORT.md``, ``requirements.txt``, ``SETUP.md`` and (when
     configuration values were found) ``migration_config.json``.
 
+    The project's own files are never replaced by generated ones: when the
+    project has a file or top-level directory by a generated name (compared
+    case-insensitively), the generated file is written as ``STEM_bitnet.EXT``
+    (``STEM_bitnet2.EXT``, ... when that is taken too), logged as a warning,
+    recorded in ``MigrationPlan.renamed`` and listed in the report; an existing
+    ``requirements.txt`` gets ``bitnet-py`` appended (``MigrationPlan.merged``).
+
     Safety: nothing is written outside ``output_path`` except the backup
     (``{project}_backup_{time}`` next to the project, when
     ``create_backup``); symlinks leading out of the project are skipped;
@@ -820,22 +854,38 @@ def migrate_project(project_path: PathLike, output_path: PathLike, test_prompts:
         for c in plan.configs.values():
             merged["model"].update(c["model"])
             merged["generation"].update(c["generation"])
+        # The project's own files always win: a generated file whose name the
+        # project already uses (a file or a top-level directory, compared
+        # case-insensitively) is written under a free name instead, logged as a
+        # warning and listed in the report; requirements.txt is extended, not
+        # replaced.
+        taken = {k.casefold() for k in files} | {k.split("/", 1)[0].casefold() for k in files}
+
+        def place(name: str) -> str:
+            actual = _free_name(name, taken)
+            taken.add(actual.casefold())
+            if actual != name:
+                plan.renamed[name] = actual
+                h.log(f"the project already has {name}: the generated one is written as {actual}", "WARNING")
+            return actual
+
         generated: dict[str, bytes] = {}
-        if merged["model"] or merged["generation"]:
-            generated["migration_config.json"] = (json.dumps(h.create_migration_config(merged), indent=2)
-                                                  + "\n").encode()
         req = files.get("requirements.txt")
         if req is None:
             generated["requirements.txt"] = b"bitnet-py\nnumpy\n"
+            taken.add("requirements.txt")
         elif b"bitnet-py" not in req and b"bitnet_py" not in req:
             generated["requirements.txt"] = req + (b"" if req.endswith(b"\n") or not req else b"\n") + b"bitnet-py\n"
-        generated["SETUP.md"] = _SETUP.encode()
-        side_name = "side_by_side_test.py" if "side_by_side_test.py" not in files else "side_by_side_test_bitnet.py"
-        for name in ("SETUP.md", "MIGRATION_REPORT.md"):
-            if name in files:
-                generated.pop(name, None)
-        plan.generated = sorted(set(generated) | {side_name} |
-                                ({"MIGRATION_REPORT.md"} if "MIGRATION_REPORT.md" not in files else set()))
+            plan.merged.append("requirements.txt")
+            h.log("requirements.txt: bitnet-py appended to the project's file")
+        side_name = place("side_by_side_test.py")
+        setup_name = place("SETUP.md")
+        report_name = place("MIGRATION_REPORT.md")
+        if merged["model"] or merged["generation"]:
+            generated[place("migration_config.json")] = (
+                json.dumps(h.create_migration_config(merged), indent=2) + "\n").encode()
+        generated[setup_name] = _SETUP.replace("side_by_side_test.py", side_name).encode()
+        plan.generated = sorted(set(generated) | {side_name, report_name})
         if dry_run:
             h.log(f"dry run: {len(plan.rewritten)} files would be rewritten, {len(plan.copied)} copied")
             return True
@@ -851,8 +901,7 @@ def migrate_project(project_path: PathLike, output_path: PathLike, test_prompts:
         h.create_side_by_side_test(test_prompts, str(dst), side_name)
         h.log(f"migration of {src} to {dst} completed ({len(plan.rewritten)} files rewritten, "
               f"{len(plan.copied)} copied, {len(plan.unparsable)} unparsable, {len(plan.skipped)} skipped)")
-        if "MIGRATION_REPORT.md" not in files:
-            _safe_write(dst, rd, "MIGRATION_REPORT.md", _project_report(h, plan).encode("utf-8"))
+        _safe_write(dst, rd, report_name, _project_report(h, plan).encode("utf-8"))
         return True
     except Exception as e:  # documented: a bool, not an exception
         h.log(f"Migration failed: {e}", "ERROR")
@@ -878,8 +927,19 @@ def _project_report(h: MigrationHelper, plan: MigrationPlan) -> str:
         extra.append(f"- Skipped `{rel}`: {why}")
     if plan.configs:
         extra.append("- Configuration values found in: " + ", ".join(f"`{x}`" for x in plan.configs)
-                     + " (see migration_config.json)")
+                     + f" (see {plan.generated_name('migration_config.json')})")
+    for name in plan.merged:
+        extra.append(f"- `{name}`: the project's file, with `bitnet-py` appended")
+    if plan.renamed:
+        extra += ["", "## Generated Files Renamed", "",
+                  "The project already has files by these names; they were migrated like any other "
+                  "file and left as they are. The generated files were written under new names:", ""]
+        extra += [f"- `{a}` -> `{b}`" for a, b in sorted(plan.renamed.items())]
     extra.append("")
+    side = plan.generated_name("side_by_side_test.py")
+    if side != "side_by_side_test.py":
+        report = (report.replace("`python side_by_side_test.py CKPT_DIR`", f"`python {side} CKPT_DIR`")
+                  .replace("`side_by_side_test.py` writes", f"`{side}` writes"))
     return report.replace("## Performance Expectations", "\n".join(extra) + "\n## Performance Expectations", 1)
 
 
@@ -1067,6 +1127,8 @@ def _cmd_migrate(args: argparse.Namespace, h: MigrationHelper) -> int:
     plan = plans[0]
     if args.dry_run:
         sys.stdout.write("".join(plan.diffs[k] for k in plan.rewritten))
+        for a, b in sorted(plan.renamed.items()):
+            print(f"Warning: {args.src} already has {a}; the generated one would be written as {b}")
         print(f"Dry run: {len(plan.rewritten)} files would be rewritten, {len(plan.copied)} copied, "
               f"{len(plan.unparsable)} do not parse, {len(plan.skipped)} skipped; nothing written")
         return EXIT_OK
@@ -1075,7 +1137,9 @@ def _cmd_migrate(args: argparse.Namespace, h: MigrationHelper) -> int:
           f"skipped: {len(plan.skipped)}")
     if plan.backup:
         print(f"Backup: {plan.backup}")
-    print(f"Check {os.path.join(args.dst, 'MIGRATION_REPORT.md')} for details")
+    for a, b in sorted(plan.renamed.items()):
+        print(f"Warning: {args.src} already has {a}; the generated one is {b}")
+    print(f"Check {os.path.join(args.dst, plan.generated_name('MIGRATION_REPORT.md'))} for details")
     return EXIT_OK
 
 
