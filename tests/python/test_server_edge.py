@@ -147,6 +147,34 @@ def test_sigterm_drains_with_503(model: Path, ref: bitnet_py.SimpleInference) ->
             s.log.close()
 
 
+def test_drain_state_machine(model: Path, ref: bitnet_py.SimpleInference) -> None:
+    """The uvicorn server of ``python -m bitnet_py.server``: the first signal
+    drains (uvicorn keeps running while requests are admitted, up to the
+    drain timeout), the second hands over to uvicorn's own shutdown."""
+    import uvicorn
+
+    from bitnet_py.server import ServerSettings, create_app
+    from bitnet_py.server.__main__ import _draining_server
+
+    app = create_app(ServerSettings(model=str(model)), engine=ref)
+    srv = _draining_server(uvicorn.Config(app), app, 120.0)
+    st = app.state.bitnet
+    st["admitted"] = 1  # one request still running
+    srv.handle_exit(signal.SIGTERM, None)
+    assert st["draining"] and not srv.should_exit
+    assert asyncio.run(srv.on_tick(1)) is False  # waits for it
+    srv.handle_exit(signal.SIGTERM, None)  # second signal: uvicorn's shutdown now
+    assert srv.should_exit and asyncio.run(srv.on_tick(2)) is True
+
+    srv2 = _draining_server(uvicorn.Config(app), app, 0.0)  # drain timeout reached
+    srv2.handle_exit(signal.SIGINT, None)
+    assert not srv2.should_exit and asyncio.run(srv2.on_tick(1)) is True
+    st["admitted"] = 0
+    srv3 = _draining_server(uvicorn.Config(app), app, 120.0)  # nothing admitted: at once
+    srv3.handle_exit(signal.SIGTERM, None)
+    assert asyncio.run(srv3.on_tick(1)) is True
+
+
 def test_sigterm_idle_exits_at_once(model: Path) -> None:
     s = Server(model, "--drain-timeout", "60")
     try:

@@ -4,8 +4,9 @@
 The first SIGTERM or SIGINT starts a graceful shutdown: new generation
 requests get 503 (``shutting_down``) and ``/health`` 503 while the admitted
 requests finish (at most ``--drain-timeout`` seconds); then uvicorn closes
-the sockets and the process exits with status 0. A second signal exits at
-once (uvicorn's own handling)."""
+the sockets and the process exits with status 0. A second signal skips the
+wait: uvicorn's own shutdown, which cancels requests still running after 5 s
+and ends the process by that signal."""
 
 from __future__ import annotations
 
