@@ -83,8 +83,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     memset(rd, 1, rd_bytes);
-    for (size_t i = 0; i < tq_bytes; i++)
-        tmp[i] = (uint8_t)(rnd() & 0xff);
+    for (size_t i = 0; i < tq_bytes; i++) { /* four valid codes (0..2) per byte */
+        const uint64_t r = rnd();
+        tmp[i] = (uint8_t)((r % 3) | (r / 3 % 3) << 2 | (r / 9 % 3) << 4 | (r / 27 % 3) << 6);
+    }
     for (int64_t r = 0; r < rows; r++) { /* sane block scales */
         for (int64_t b = 0; b < cols / 256; b++) {
             uint8_t *blk = tmp + (size_t)r * bn_row_bytes(BN_TYPE_TQ2_0, cols) + (size_t)b * 66;

@@ -66,13 +66,24 @@ static void prof_add(bn_profile *p, int ph, double *t) {
 /* ------------------------------------------------------------------------ */
 
 void bn_rmsnorm(float *o, const float *x, const float *w, int64_t n, float eps) {
-    /* Sum of squares in double, then float: ggml_compute_forward_rms_norm. */
-    double ss = 0.0;
-    for (int64_t i = 0; i < n; i++)
-        ss += (double)(x[i] * x[i]);
+    /* Sum of squares in double, then float, as ggml_compute_forward_rms_norm;
+     * in 8 independent partial sums (which the compiler vectorizes) rather
+     * than one dependent chain: the double sum of float squares differs from
+     * ggml's order by at most a rounding of the double, far below the float
+     * the mean is rounded to. */
+    double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        for (int j = 0; j < 8; j++)
+            part[j] += (double)(x[i + j] * x[i + j]);
+    }
+    for (; i < n; i++)
+        part[0] += (double)(x[i] * x[i]);
+    const double ss =
+        ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
     const float mean = (float)(ss / (double)n);
     const float scale = 1.0f / sqrtf(mean + eps);
-    for (int64_t i = 0; i < n; i++)
+    for (i = 0; i < n; i++)
         o[i] = (x[i] * scale) * w[i];
 }
 
@@ -213,9 +224,12 @@ typedef struct AttnJob {
     int64_t n_tok;
 } AttnJob;
 
-/* One (token, head) pair per item, interleaved across threads: the token at
- * position p of sequence q attends to positions 0..p of q (its own K/V are
- * already in the cache). */
+/* One (token, head) pair per item: the token at position p of sequence q
+ * attends to positions 0..p of q (its own K/V are already in the cache).
+ * A prompt batch interleaves the items across threads (later tokens attend
+ * to more positions); a decode step gives each thread a contiguous range of
+ * heads, so the query heads that share a KV head run one after the other
+ * on one thread and read that K/V from memory once. */
 static void attn_task(void *arg, int ith, int nth) {
     const AttnJob *j = arg;
     const Config *c = j->c;
@@ -226,7 +240,13 @@ static void attn_task(void *arg, int ith, int nth) {
     const float scale = 1.0f / sqrtf((float)hd);
     float *att = s->att + (size_t)ith * (size_t)s->n_ctx;
     const int64_t n_items = j->n_tok * c->n_head;
-    for (int64_t it = ith; it < n_items; it += nth) {
+    int64_t first = ith, end = n_items, step = nth;
+    if (j->n_tok <= nth) {
+        first = n_items * ith / nth;
+        end = n_items * (ith + 1) / nth;
+        step = 1;
+    }
+    for (int64_t it = first; it < end; it += step) {
         const int64_t t = it / c->n_head;
         const int h = (int)(it % c->n_head);
         const float *qh = s->q + t * c->q_dim + (int64_t)h * hd;
