@@ -2,8 +2,9 @@
  *   bn_kernel_bench [REPS [THREADS]]
  * On THREADS threads (default 1; the engine's own pool, each thread a
  * contiguous share as in a decode step), interleaved REPS times: (a) a plain
- * read of a 512 MiB buffer (64-byte vector loads, summed: the streaming-read
- * ceiling), (b) the best set's ternary matvec over the 2B-4T decode weights'
+ * read of a 512 MiB buffer (64-byte vector loads, summed, with and without
+ * software prefetch: the better is the streaming-read ceiling), (b) the
+ * best set's ternary matvec over the 2B-4T decode weights'
  * worth of TQ2_0 rows, repacked as at load, (c) the Q6_K head matvec
  * (128256 x 2560). Prints bytes streamed per second of each and (b), (c) as
  * a fraction of (a): how close a decode step's kernels are to the
@@ -34,18 +35,19 @@ static uint64_t rnd(void) {
     return rng;
 }
 
-/* Streaming read: 64-byte vector loads, four independent sums, software
- * prefetch as in the kernels (the best case for bytes per second from
- * memory: at 2 threads on the development machine a read without prefetch
- * was slower than the prefetching kernels). */
+/* Streaming read: 64-byte vector loads, four independent sums, with or
+ * without software prefetch 8 KiB ahead as the kernels do (the best of the
+ * two is the ceiling: on the development machine the prefetching read was
+ * the faster at 2 threads and the slower at 1). */
 #if defined(__x86_64__)
 #include <immintrin.h>
-__attribute__((target("avx512f"))) static uint64_t read_all(const uint64_t *p, size_t n) {
+__attribute__((target("avx512f"))) static uint64_t read_all(const uint64_t *p, size_t n, int pf) {
     __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
     for (size_t i = 0; i + 32 <= n; i += 32) {
-        /* prefetched as far ahead as the kernels' streams (8 KiB) */
-        for (int l = 0; l < 4; l++)
-            _mm_prefetch((const char *)(p + i + 1024 + 8 * l), _MM_HINT_T0);
+        if (pf) {
+            for (int l = 0; l < 4; l++)
+                _mm_prefetch((const char *)(p + i + 1024 + 8 * l), _MM_HINT_T0);
+        }
         s0 = _mm512_add_epi64(s0, _mm512_load_si512(p + i));
         s1 = _mm512_add_epi64(s1, _mm512_load_si512(p + i + 8));
         s2 = _mm512_add_epi64(s2, _mm512_load_si512(p + i + 16));
@@ -55,7 +57,8 @@ __attribute__((target("avx512f"))) static uint64_t read_all(const uint64_t *p, s
         _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3)));
 }
 #else
-static uint64_t read_all(const uint64_t *p, size_t n) {
+static uint64_t read_all(const uint64_t *p, size_t n, int pf) {
+    (void)pf;
     uint64_t s[8] = {0};
     for (size_t i = 0; i + 8 <= n; i += 8) {
         for (int k = 0; k < 8; k++)
@@ -66,7 +69,7 @@ static uint64_t read_all(const uint64_t *p, size_t n) {
 #endif
 
 typedef struct Job {
-    int phase; /* 0 read, 1 ternary, 2 head */
+    int phase; /* 0 read, 1 ternary, 2 head, 3 read with prefetch */
     const uint64_t *rd;
     size_t rd_words;
     const bn_kernels *k;
@@ -90,9 +93,9 @@ static void job_fn(void *arg, int ith, int nth) {
     Job *j = arg;
     const float ascale = 1.0f;
     int64_t a, b;
-    if (j->phase == 0) {
+    if (j->phase == 0 || j->phase == 3) {
         split((int64_t)j->rd_words, 4096, ith, nth, &a, &b);
-        j->sink[ith] += read_all(j->rd + a, (size_t)(b - a));
+        j->sink[ith] += read_all(j->rd + a, (size_t)(b - a), j->phase == 3);
     } else if (j->phase == 1) {
         for (int i = 0; i < j->n_mat; i++) {
             const bn_tensor *w = &j->w[i];
@@ -192,12 +195,13 @@ int main(int argc, char **argv) {
     const size_t bytes[3] = {rd_bytes, w_bytes, h_bytes};
     Job job = {0, rd, rd_bytes / 8, k, w, n_mat, &head, q, x, out, {0}};
     for (int r = 0; r < reps; r++) {
-        for (int ph = 0; ph < 3; ph++) {
+        for (int ph = 0; ph < 4; ph++) {
             job.phase = ph;
             const double t = now();
             bn_threadpool_run(pool, job_fn, &job);
-            const double gb = (double)bytes[ph] / (now() - t) / 1e9;
-            if (gb > best[ph]) best[ph] = gb;
+            const int slot = ph == 3 ? 0 : ph; /* both reads: the best is the ceiling */
+            const double gb = (double)bytes[slot] / (now() - t) / 1e9;
+            if (gb > best[slot]) best[slot] = gb;
         }
     }
     uint64_t sink = 0;
