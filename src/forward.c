@@ -238,7 +238,7 @@ static void attn_task(void *arg, int ith, int nth) {
     const int hd = c->head_dim;
     const int group = c->n_head / c->n_head_kv;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *att = s->att + (size_t)ith * (size_t)s->n_ctx;
+    float *att = s->att + (size_t)ith * 2 * (size_t)s->n_ctx;
     const int64_t n_items = j->n_tok * c->n_head;
     int64_t first = ith, end = n_items, step = nth;
     if (j->n_tok <= nth) {
@@ -253,6 +253,15 @@ static void attn_task(void *arg, int ith, int nth) {
         const int32_t p = j->pos[t];
         const size_t base = kv_cache_offset(kv, j->seq[t], j->layer, 0) + (size_t)(h / group) * hd;
         float *o = s->xb + t * c->q_dim + (int64_t)h * hd;
+        /* the next head of the same token and KV head, if this thread has
+         * it too: both in one pass over the K/V rows */
+        if (step == 1 && it + 1 < end && h + 1 < c->n_head && (h + 1) / group == h / group &&
+            j->k->attn_head2) {
+            j->k->attn_head2(qh, qh + hd, kv->k + base, kv->v + base, kv->kv_dim, p + 1, hd, scale,
+                             att, o, o + hd);
+            it++;
+            continue;
+        }
         j->k->attn_head(qh, kv->k + base, kv->v + base, kv->kv_dim, p + 1, hd, scale, att, o);
     }
 }
@@ -470,7 +479,7 @@ bn_status runstate_init(RunState *s, const Config *c, int32_t n_batch, int32_t n
     s->hb2 = rs_alloc(s, B * c->n_ff, sizeof(float), &ok);
     s->qa = rs_alloc(s, B * max3(c->n_embd, c->q_dim, c->n_ff), 1, &ok);
     s->ascale = rs_alloc(s, B, sizeof(float), &ok);
-    s->att = rs_alloc(s, (int64_t)n_threads * n_ctx, sizeof(float), &ok);
+    s->att = rs_alloc(s, (int64_t)n_threads * 2 * n_ctx, sizeof(float), &ok);
     s->rope_cos = rs_alloc(s, B * half, sizeof(float), &ok);
     s->rope_sin = rs_alloc(s, B * half, sizeof(float), &ok);
     if (!ok) {
@@ -485,12 +494,12 @@ bn_status runstate_init(RunState *s, const Config *c, int32_t n_batch, int32_t n
 bn_status runstate_set_threads(RunState *s, int32_t n_threads, bn_error *err) {
     if (n_threads <= s->n_threads) return bn_ok(err);
     size_t bytes;
-    if (!bn_mul_size((size_t)n_threads * (size_t)s->n_ctx, sizeof(float), &bytes)) {
+    if (!bn_mul_size((size_t)n_threads * 2 * (size_t)s->n_ctx, sizeof(float), &bytes)) {
         return bn_fail(err, BN_ERR_NOMEM, "attention scratch overflows");
     }
     float *att = bn_aligned_alloc(bytes);
     if (!att) return bn_fail(err, BN_ERR_NOMEM, "cannot allocate %zu bytes of scratch", bytes);
-    s->bytes += bytes - (size_t)s->n_threads * (size_t)s->n_ctx * sizeof(float);
+    s->bytes += bytes - (size_t)s->n_threads * 2 * (size_t)s->n_ctx * sizeof(float);
     bn_aligned_free(s->att);
     s->att = att;
     s->n_threads = n_threads;

@@ -53,6 +53,13 @@ typedef void (*bn_matmul_f32_fn)(const bn_tensor *w, const float *x, int64_t n_t
 typedef void (*bn_attn_head_fn)(const float *q, const float *k, const float *v, int64_t kv_stride,
                                 int32_t n_pos, int hd, float scale, float *att, float *o);
 
+/* Two query heads that share one KV head (GQA): the same as attn_head on
+ * (q0, o0) and on (q1, o1), with each K and V row read once for both; att is
+ * scratch of 2 * n_pos floats. Optional: NULL calls attn_head twice. */
+typedef void (*bn_attn_head2_fn)(const float *q0, const float *q1, const float *k, const float *v,
+                                 int64_t kv_stride, int32_t n_pos, int hd, float scale, float *att,
+                                 float *o0, float *o1);
+
 /* FFN gate activation in place: g[i] = act(g[i]) * u[i], act = relu(x)^2
  * when relu2, else SiLU x / (1 + exp(-x)). */
 typedef void (*bn_ffn_act_fn)(float *g, const float *u, int64_t n, int relu2);
@@ -73,6 +80,7 @@ typedef struct bn_kernels {
      * dot products, so it differs from float math by that rounding. */
     uint64_t f32_int8_act;
     bn_attn_head_fn attn_head;
+    bn_attn_head2_fn attn_head2;
     bn_ffn_act_fn ffn_act;
     size_t (*packed_size)(const bn_tensor *w);
     void (*pack)(bn_tensor *w, void *dst);

@@ -975,58 +975,11 @@ static inline __m512 exp512(__m512 x) {
  * registers while the positions stream by. */
 #define ATT_MAXV 16
 
-static void avx512_attn_head(const float *q, const float *k, const float *v, int64_t kv_stride,
-                             int32_t n_pos, int hd, float scale, float *att, float *o) {
-    if (hd % 16 != 0 || hd / 16 > ATT_MAXV) {
-        bn_ref_attn_head(q, k, v, kv_stride, n_pos, hd, scale, att, o);
-        return;
-    }
-    const int nv = hd / 16;
-    __m512 qv[ATT_MAXV];
-    for (int e = 0; e < nv; e++)
-        qv[e] = _mm512_loadu_ps(q + 16 * e);
-    /* Scores four positions at a time: four dot products in registers,
-     * then one shuffle tree sums all four (cheaper than four reductions). */
-    __m128 vmax = _mm_set1_ps(-INFINITY);
-    int32_t i = 0;
-    for (; i + 4 <= n_pos; i += 4) {
-        const float *kr = k + (size_t)i * (size_t)kv_stride;
-        __m512 s[4];
-        for (int p = 0; p < 4; p++)
-            s[p] = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr + (size_t)p * (size_t)kv_stride));
-        for (int e = 1; e < nv; e++) {
-            for (int p = 0; p < 4; p++) {
-                s[p] = _mm512_fmadd_ps(
-                    qv[e], _mm512_loadu_ps(kr + (size_t)p * (size_t)kv_stride + 16 * e), s[p]);
-            }
-        }
-        /* per 128-bit lane: [s0, s1, s2, s3] partial sums, then the lanes */
-        const __m512 s01 =
-            _mm512_add_ps(_mm512_unpacklo_ps(s[0], s[1]), _mm512_unpackhi_ps(s[0], s[1]));
-        const __m512 s23 =
-            _mm512_add_ps(_mm512_unpacklo_ps(s[2], s[3]), _mm512_unpackhi_ps(s[2], s[3]));
-        const __m512 t =
-            _mm512_add_ps(_mm512_shuffle_ps(s01, s23, 0x44), _mm512_shuffle_ps(s01, s23, 0xee));
-        const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(t), _mm512_extractf32x8_ps(t, 1));
-        const __m128 d4 = _mm_mul_ps(
-            _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)), _mm_set1_ps(scale));
-        _mm_storeu_ps(att + i, d4);
-        vmax = _mm_max_ps(vmax, d4);
-    }
-    vmax = _mm_max_ps(vmax, _mm_movehl_ps(vmax, vmax));
-    float mx = _mm_cvtss_f32(_mm_max_ss(vmax, _mm_shuffle_ps(vmax, vmax, 1)));
-    for (; i < n_pos; i++) {
-        const float *kr = k + (size_t)i * (size_t)kv_stride;
-        __m512 s0 = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr));
-        for (int e = 1; e < nv; e++)
-            s0 = _mm512_fmadd_ps(qv[e], _mm512_loadu_ps(kr + 16 * e), s0);
-        const float d = _mm512_reduce_add_ps(s0) * scale;
-        att[i] = d;
-        if (d > mx) mx = d;
-    }
+/* att[i] = exp(att[i] - mx) for i < n; returns 1 / their sum. */
+static float softmax_exp(float *att, int32_t n_pos, float mx) {
     const __m512 vmx = _mm512_set1_ps(mx);
     __m512 vsum = _mm512_setzero_ps();
-    i = 0;
+    int32_t i = 0;
     for (; i + 16 <= n_pos; i += 16) {
         const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(att + i), vmx));
         _mm512_storeu_ps(att + i, e);
@@ -1038,11 +991,91 @@ static void avx512_attn_head(const float *q, const float *k, const float *v, int
         _mm512_mask_storeu_ps(att + i, m, e);
         vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(m, e));
     }
-    const float inv = 1.0f / _mm512_reduce_add_ps(vsum);
+    return 1.0f / _mm512_reduce_add_ps(vsum);
+}
+
+/* The sums of four vectors, times scale: per 128-bit lane [s0, s1, s2, s3]
+ * partial sums, then the four lanes added. */
+static inline __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d, float scale) {
+    const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    const __m512 t =
+        _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xee));
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(t), _mm512_extractf32x8_ps(t, 1));
+    return _mm_mul_ps(_mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)),
+                      _mm_set1_ps(scale));
+}
+
+static inline float max4(__m128 v) {
+    v = _mm_max_ps(v, _mm_movehl_ps(v, v));
+    return _mm_cvtss_f32(_mm_max_ss(v, _mm_shuffle_ps(v, v, 1)));
+}
+
+static void avx512_attn_head(const float *q, const float *k, const float *v, int64_t kv_stride,
+                             int32_t n_pos, int hd, float scale, float *att, float *o) {
+    if (hd % 16 != 0 || hd / 16 > ATT_MAXV) {
+        bn_ref_attn_head(q, k, v, kv_stride, n_pos, hd, scale, att, o);
+        return;
+    }
+    const int nv = hd / 16;
+    __m512 qv[ATT_MAXV];
+    for (int e = 0; e < nv; e++)
+        qv[e] = _mm512_loadu_ps(q + 16 * e);
+    /* Scores eight positions at a time: eight independent FMA chains (one
+     * chain per position would wait on the FMA latency), then shuffle trees
+     * sum four of them at once (cheaper than a reduction each). */
+    __m128 vmax = _mm_set1_ps(-INFINITY);
+    int32_t i = 0;
+    for (; i + 8 <= n_pos; i += 8) {
+        const float *kr = k + (size_t)i * (size_t)kv_stride;
+        __m512 s[8];
+        for (int p = 0; p < 8; p++)
+            s[p] = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr + (size_t)p * (size_t)kv_stride));
+        for (int e = 1; e < nv; e++) {
+            for (int p = 0; p < 8; p++) {
+                s[p] = _mm512_fmadd_ps(
+                    qv[e], _mm512_loadu_ps(kr + (size_t)p * (size_t)kv_stride + 16 * e), s[p]);
+            }
+        }
+        for (int g = 0; g < 8; g += 4) {
+            const __m128 d4 = sum4(s[g], s[g + 1], s[g + 2], s[g + 3], scale);
+            _mm_storeu_ps(att + i + g, d4);
+            vmax = _mm_max_ps(vmax, d4);
+        }
+    }
+    float mx = max4(vmax);
+    for (; i < n_pos; i++) {
+        const float *kr = k + (size_t)i * (size_t)kv_stride;
+        __m512 s0 = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr));
+        for (int e = 1; e < nv; e++)
+            s0 = _mm512_fmadd_ps(qv[e], _mm512_loadu_ps(kr + 16 * e), s0);
+        const float d = _mm512_reduce_add_ps(s0) * scale;
+        att[i] = d;
+        if (d > mx) mx = d;
+    }
+    const float inv = softmax_exp(att, n_pos, mx);
     __m512 acc[ATT_MAXV];
     for (int e = 0; e < nv; e++)
         acc[e] = _mm512_setzero_ps();
-    for (int32_t p = 0; p < n_pos; p++) {
+    /* Two positions per step into two sets of sums: twice the independent
+     * FMA chains, for head dims up to 128 (16 registers). */
+    int32_t p = 0;
+    if (nv <= 8) {
+        __m512 acc2[8];
+        for (int e = 0; e < nv; e++)
+            acc2[e] = _mm512_setzero_ps();
+        for (; p + 2 <= n_pos; p += 2) {
+            const float *vr = v + (size_t)p * (size_t)kv_stride;
+            const __m512 a0 = _mm512_set1_ps(att[p]), a1 = _mm512_set1_ps(att[p + 1]);
+            for (int e = 0; e < nv; e++) {
+                acc[e] = _mm512_fmadd_ps(a0, _mm512_loadu_ps(vr + 16 * e), acc[e]);
+                acc2[e] = _mm512_fmadd_ps(a1, _mm512_loadu_ps(vr + kv_stride + 16 * e), acc2[e]);
+            }
+        }
+        for (int e = 0; e < nv; e++)
+            acc[e] = _mm512_add_ps(acc[e], acc2[e]);
+    }
+    for (; p < n_pos; p++) {
         const float *vr = v + (size_t)p * (size_t)kv_stride;
         const __m512 a = _mm512_set1_ps(att[p]);
         for (int e = 0; e < nv; e++)
@@ -1051,6 +1084,84 @@ static void avx512_attn_head(const float *q, const float *k, const float *v, int
     const __m512 vinv = _mm512_set1_ps(inv);
     for (int e = 0; e < nv; e++)
         _mm512_storeu_ps(o + 16 * e, _mm512_mul_ps(acc[e], vinv));
+}
+
+/* Two query heads of one KV head: each K row chunk is loaded once for both
+ * dot products, each V row chunk once for both outputs. Head dims that are
+ * a multiple of 16 up to 128 (both heads' q and sums stay in registers). */
+static void avx512_attn_head2(const float *q0, const float *q1, const float *k, const float *v,
+                              int64_t kv_stride, int32_t n_pos, int hd, float scale, float *att,
+                              float *o0, float *o1) {
+    if (hd % 16 != 0 || hd / 16 > 8) {
+        avx512_attn_head(q0, k, v, kv_stride, n_pos, hd, scale, att, o0);
+        avx512_attn_head(q1, k, v, kv_stride, n_pos, hd, scale, att, o1);
+        return;
+    }
+    const int nv = hd / 16;
+    float *att0 = att, *att1 = att + n_pos;
+    __m512 qa[8], qb[8];
+    for (int e = 0; e < nv; e++) {
+        qa[e] = _mm512_loadu_ps(q0 + 16 * e);
+        qb[e] = _mm512_loadu_ps(q1 + 16 * e);
+    }
+    __m128 vmax0 = _mm_set1_ps(-INFINITY), vmax1 = vmax0;
+    int32_t i = 0;
+    for (; i + 4 <= n_pos; i += 4) {
+        const float *kr = k + (size_t)i * (size_t)kv_stride;
+        __m512 sa[4], sb[4];
+        for (int p = 0; p < 4; p++) {
+            const __m512 kv = _mm512_loadu_ps(kr + (size_t)p * (size_t)kv_stride);
+            sa[p] = _mm512_mul_ps(qa[0], kv);
+            sb[p] = _mm512_mul_ps(qb[0], kv);
+        }
+        for (int e = 1; e < nv; e++) {
+            for (int p = 0; p < 4; p++) {
+                const __m512 kv = _mm512_loadu_ps(kr + (size_t)p * (size_t)kv_stride + 16 * e);
+                sa[p] = _mm512_fmadd_ps(qa[e], kv, sa[p]);
+                sb[p] = _mm512_fmadd_ps(qb[e], kv, sb[p]);
+            }
+        }
+        const __m128 d0 = sum4(sa[0], sa[1], sa[2], sa[3], scale);
+        const __m128 d1 = sum4(sb[0], sb[1], sb[2], sb[3], scale);
+        _mm_storeu_ps(att0 + i, d0);
+        _mm_storeu_ps(att1 + i, d1);
+        vmax0 = _mm_max_ps(vmax0, d0);
+        vmax1 = _mm_max_ps(vmax1, d1);
+    }
+    float mx0 = max4(vmax0), mx1 = max4(vmax1);
+    for (; i < n_pos; i++) {
+        const float *kr = k + (size_t)i * (size_t)kv_stride;
+        __m512 sa = _mm512_mul_ps(qa[0], _mm512_loadu_ps(kr));
+        __m512 sb = _mm512_mul_ps(qb[0], _mm512_loadu_ps(kr));
+        for (int e = 1; e < nv; e++) {
+            const __m512 kv = _mm512_loadu_ps(kr + 16 * e);
+            sa = _mm512_fmadd_ps(qa[e], kv, sa);
+            sb = _mm512_fmadd_ps(qb[e], kv, sb);
+        }
+        att0[i] = _mm512_reduce_add_ps(sa) * scale;
+        att1[i] = _mm512_reduce_add_ps(sb) * scale;
+        if (att0[i] > mx0) mx0 = att0[i];
+        if (att1[i] > mx1) mx1 = att1[i];
+    }
+    const float inv0 = softmax_exp(att0, n_pos, mx0), inv1 = softmax_exp(att1, n_pos, mx1);
+    __m512 acc0[8], acc1[8];
+    for (int e = 0; e < nv; e++) {
+        acc0[e] = _mm512_setzero_ps();
+        acc1[e] = _mm512_setzero_ps();
+    }
+    for (int32_t p = 0; p < n_pos; p++) {
+        const float *vr = v + (size_t)p * (size_t)kv_stride;
+        const __m512 a0 = _mm512_set1_ps(att0[p]), a1 = _mm512_set1_ps(att1[p]);
+        for (int e = 0; e < nv; e++) {
+            const __m512 vv = _mm512_loadu_ps(vr + 16 * e);
+            acc0[e] = _mm512_fmadd_ps(a0, vv, acc0[e]);
+            acc1[e] = _mm512_fmadd_ps(a1, vv, acc1[e]);
+        }
+    }
+    for (int e = 0; e < nv; e++) {
+        _mm512_storeu_ps(o0 + 16 * e, _mm512_mul_ps(acc0[e], _mm512_set1_ps(inv0)));
+        _mm512_storeu_ps(o1 + 16 * e, _mm512_mul_ps(acc1[e], _mm512_set1_ps(inv1)));
+    }
 }
 
 static void avx512_ffn_act(float *g, const float *u, int64_t n, int relu2) {
@@ -1093,6 +1204,7 @@ static const bn_kernels k_avx512 = {
         },
     .f32_int8_act = (1ull << BN_TYPE_Q8_0) | (1ull << BN_TYPE_Q6_K) | (1ull << BN_TYPE_Q4_0),
     .attn_head = avx512_attn_head,
+    .attn_head2 = avx512_attn_head2,
     .ffn_act = avx512_ffn_act,
     .packed_size = avx512_packed_size,
     .pack = avx512_pack,

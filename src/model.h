@@ -105,7 +105,7 @@ typedef struct RunState {
     float *hb2;      /* [n_batch][n_ff] */
     int8_t *qa;      /* [n_batch][max(n_embd, q_dim, n_ff)] quantized activations */
     float *ascale;   /* [n_batch] activation scales (127 / max|x|) */
-    float *att;      /* [n_threads][n_ctx] attention scores */
+    float *att;      /* [n_threads][2][n_ctx] attention scores */
     float *rope_cos; /* [n_batch][rope_dim/2] */
     float *rope_sin;
     uint64_t bytes;

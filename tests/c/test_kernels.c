@@ -523,6 +523,19 @@ static void test_attn_act(const bn_kernels *k) {
         for (int i = 0; i < HD; i++)
             bad += fabsf(o1[i] - o2[i]) > 1e-5f * (1.0f + fabsf(o1[i]));
         CHECKF(bad == 0, "%s: attn_head over %d positions: %d values off", k->name, n, bad);
+        if (k->attn_head2) { /* two query heads of one KV head: as two calls */
+            float q2[HD], att2[2 * NPOS], o3[HD], o4[HD], o5[HD];
+            for (int e = 0; e < HD; e++)
+                q2[e] = rnd_uniform(-3, 3);
+            ref->attn_head(q2, kc + 128, vc + 128, STRIDE, n, HD, 0.088f, att, o3);
+            k->attn_head2(q, q2, kc + 128, vc + 128, STRIDE, n, HD, 0.088f, att2, o4, o5);
+            bad = 0;
+            for (int e = 0; e < HD; e++) {
+                bad += fabsf(o1[e] - o4[e]) > 1e-5f * (1.0f + fabsf(o1[e]));
+                bad += fabsf(o3[e] - o5[e]) > 1e-5f * (1.0f + fabsf(o3[e]));
+            }
+            CHECKF(bad == 0, "%s: attn_head2 over %d positions: %d values off", k->name, n, bad);
+        }
     }
     for (int relu2 = 0; relu2 < 2; relu2++) {
         for (int i = 0; i < 1000; i++) {
