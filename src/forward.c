@@ -224,12 +224,12 @@ typedef struct AttnJob {
     int64_t n_tok;
 } AttnJob;
 
-/* One (token, head) pair per item: the token at position p of sequence q
- * attends to positions 0..p of q (its own K/V are already in the cache).
- * A prompt batch interleaves the items across threads (later tokens attend
- * to more positions); a decode step gives each thread a contiguous range of
- * heads, so the query heads that share a KV head run one after the other
- * on one thread and read that K/V from memory once. */
+/* The token at position p of sequence q attends to positions 0..p of q (its
+ * own K/V are already in the cache). A prompt batch interleaves the items
+ * across threads (later tokens attend to more positions); a decode step
+ * gives each thread a contiguous range of heads, so the query heads that
+ * share a KV head run one after the other on one thread and read that K/V
+ * from memory once. */
 static void attn_task(void *arg, int ith, int nth) {
     const AttnJob *j = arg;
     const Config *c = j->c;
@@ -239,7 +239,13 @@ static void attn_task(void *arg, int ith, int nth) {
     const int group = c->n_head / c->n_head_kv;
     const float scale = 1.0f / sqrtf((float)hd);
     float *att = s->att + (size_t)ith * 2 * (size_t)s->n_ctx;
-    const int64_t n_items = j->n_tok * c->n_head;
+    /* Work items are (token, unit); a unit is two query heads of one KV
+     * head when the kernels can pair them (one pass over the K/V rows for
+     * both), else one head. Every head of a model goes through the same
+     * kernel whatever the thread count, so results do not depend on it. */
+    const int per = j->k->attn_head2 && group % 2 == 0 ? 2 : 1;
+    const int units = c->n_head / per;
+    const int64_t n_items = j->n_tok * units;
     int64_t first = ith, end = n_items, step = nth;
     if (j->n_tok <= nth) {
         first = n_items * ith / nth;
@@ -247,22 +253,18 @@ static void attn_task(void *arg, int ith, int nth) {
         step = 1;
     }
     for (int64_t it = first; it < end; it += step) {
-        const int64_t t = it / c->n_head;
-        const int h = (int)(it % c->n_head);
+        const int64_t t = it / units;
+        const int h = (int)(it % units) * per;
         const float *qh = s->q + t * c->q_dim + (int64_t)h * hd;
         const int32_t p = j->pos[t];
         const size_t base = kv_cache_offset(kv, j->seq[t], j->layer, 0) + (size_t)(h / group) * hd;
         float *o = s->xb + t * c->q_dim + (int64_t)h * hd;
-        /* the next head of the same token and KV head, if this thread has
-         * it too: both in one pass over the K/V rows */
-        if (step == 1 && it + 1 < end && h + 1 < c->n_head && (h + 1) / group == h / group &&
-            j->k->attn_head2) {
+        if (per == 2) {
             j->k->attn_head2(qh, qh + hd, kv->k + base, kv->v + base, kv->kv_dim, p + 1, hd, scale,
                              att, o, o + hd);
-            it++;
-            continue;
+        } else {
+            j->k->attn_head(qh, kv->k + base, kv->v + base, kv->kv_dim, p + 1, hd, scale, att, o);
         }
-        j->k->attn_head(qh, kv->k + base, kv->v + base, kv->kv_dim, p + 1, hd, scale, att, o);
     }
 }
 
