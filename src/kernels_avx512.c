@@ -349,9 +349,36 @@ static void group_tile1(const uint8_t *gw, const uint16_t *gd, int tq, int64_t n
 
 #define GROUP_TILE_CASE(N)                                                                         \
     case N:                                                                                        \
-        group_tile(gw, gd, tq, n, qt, asum, nbs, N, act_scale + t0, w->scale, o, out_stride,       \
-                   mask);                                                                          \
+        group_tile(gw, gd, tq, n, qt, asum, nbs, N, act_scale, wscale, o, out_stride, mask);       \
         break;
+
+/* One R16 group against nt tokens (1..TILE). */
+static void r16_group(const uint8_t *gw, const uint16_t *gd, int tq, int64_t n, const int8_t *qt,
+                      const int32_t *asum, int nbs, int nt, const float *act_scale, float wscale,
+                      float *o, int64_t out_stride, __mmask16 mask) {
+    switch (nt) {
+    case 1:
+        group_tile1(gw, gd, tq, n, qt, asum, nbs, act_scale, wscale, o, mask);
+        break;
+        GROUP_TILE_CASE(2)
+        GROUP_TILE_CASE(3)
+        GROUP_TILE_CASE(4)
+        GROUP_TILE_CASE(5)
+        GROUP_TILE_CASE(6)
+        GROUP_TILE_CASE(7)
+        GROUP_TILE_CASE(8)
+    default: break;
+    }
+}
+
+/* asum[t * nbs + b]: the activation sum of block b (256 columns for TQ
+ * types, the whole row for I2_S) of token t < nt, tokens n apart from qt. */
+static void tile_asum(const int8_t *qt, int64_t n, int nt, int nbs, int tq, int32_t *asum) {
+    for (int t = 0; t < nt; t++) {
+        for (int b = 0; b < nbs; b++)
+            asum[t * nbs + b] = sum_i8(qt + t * n + (int64_t)b * 256, tq ? 256 : n);
+    }
+}
 
 static void avx512_matmul_r16(const bn_tensor *w, const int8_t *q, const float *act_scale,
                               int64_t n_tok, float *out, int64_t out_stride, int64_t r0,
@@ -369,10 +396,7 @@ static void avx512_matmul_r16(const bn_tensor *w, const int8_t *q, const float *
         for (int64_t t0 = 0; t0 < n_tok; t0 += TILE) {
             const int nt = (int)(n_tok - t0 < TILE ? n_tok - t0 : TILE);
             const int8_t *qt = q + t0 * n;
-            for (int t = 0; t < nt; t++) {
-                for (int b = 0; b < nbs; b++)
-                    asum[t * nbs + b] = sum_i8(qt + t * n + (int64_t)b * 256, tq ? 256 : n);
-            }
+            tile_asum(qt, n, nt, nbs, tq, asum);
             for (int64_t g = p0; g < p1; g++) {
                 const uint8_t *gw = codes + (size_t)g * (size_t)n * 4;
                 const uint16_t *gd = scales + (size_t)g * (size_t)nbs * 16;
@@ -380,20 +404,8 @@ static void avx512_matmul_r16(const bn_tensor *w, const int8_t *q, const float *
                 const int64_t hi = r1 < 16 * g + 16 ? r1 : 16 * g + 16;
                 const __mmask16 mask =
                     (__mmask16)((((1u << (hi - lo)) - 1u) << (lo - 16 * g)) & 0xffffu);
-                float *o = out + t0 * out_stride + 16 * g;
-                switch (nt) {
-                case 1:
-                    group_tile1(gw, gd, tq, n, qt, asum, nbs, act_scale + t0, w->scale, o, mask);
-                    break;
-                    GROUP_TILE_CASE(2)
-                    GROUP_TILE_CASE(3)
-                    GROUP_TILE_CASE(4)
-                    GROUP_TILE_CASE(5)
-                    GROUP_TILE_CASE(6)
-                    GROUP_TILE_CASE(7)
-                    GROUP_TILE_CASE(8)
-                default: break;
-                }
+                r16_group(gw, gd, tq, n, qt, asum, nbs, nt, act_scale + t0, w->scale,
+                          out + t0 * out_stride + 16 * g, out_stride, mask);
             }
         }
     }
@@ -683,28 +695,13 @@ static void avx512_matmul_b3(const bn_tensor *w, const int8_t *q, const float *a
         for (int64_t t0 = 0; t0 < n_tok; t0 += TILE) {
             const int nt = (int)(n_tok - t0 < TILE ? n_tok - t0 : TILE);
             const int8_t *qt = q + t0 * n;
-            for (int t = 0; t < nt; t++) {
-                for (int b = 0; b < nbs; b++)
-                    asum[t * nbs + b] = sum_i8(qt + t * n + (int64_t)b * 256, tq ? 256 : n);
-            }
+            tile_asum(qt, n, nt, nbs, tq, asum);
             for (int k = 0; k < 5; k++) {
                 const __mmask16 mask = b3_mask(g, k, r0, r1);
                 if (!mask) continue;
-                const uint8_t *gw = scratch + (size_t)k * (size_t)n * 4;
-                float *o = out + t0 * out_stride + B3_ROWS * g + 16 * k;
-                switch (nt) {
-                case 1:
-                    group_tile1(gw, gd, tq, n, qt, asum, nbs, act_scale + t0, w->scale, o, mask);
-                    break;
-                    GROUP_TILE_CASE(2)
-                    GROUP_TILE_CASE(3)
-                    GROUP_TILE_CASE(4)
-                    GROUP_TILE_CASE(5)
-                    GROUP_TILE_CASE(6)
-                    GROUP_TILE_CASE(7)
-                    GROUP_TILE_CASE(8)
-                default: break;
-                }
+                r16_group(scratch + (size_t)k * (size_t)n * 4, gd, tq, n, qt, asum, nbs, nt,
+                          act_scale + t0, w->scale, out + t0 * out_stride + B3_ROWS * g + 16 * k,
+                          out_stride, mask);
             }
         }
     }
