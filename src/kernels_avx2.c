@@ -7,15 +7,18 @@
  * kernels_ref.c. 2-bit codes c in 0..3 stand for w = c - 1, so
  * sum(w * a) = sum(c * a) - sum(a); both sums come from vpmaddubsw (codes
  * as the unsigned operand), which cannot saturate for c <= 3.
- * The float matmuls dequantize a chunk of a row (F16 through F16C, Q8_0
- * vectorized, other types through their to_float) and use FMA dot products;
- * their results differ from the reference only by summation order. */
+ * The float matmuls dequantize a chunk of a row (F16 through F16C, other
+ * types through their to_float) and use FMA dot products; their results
+ * differ from the reference only by summation order. Q6_K, Q8_0 and Q4_0
+ * (heads and embeddings) instead take int8 activations, as llama.cpp does
+ * (see the heads section). */
 #include "dispatch.h"
 #include "fmt.h"
 #include "quant.h"
 
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #define TOK_TILE 64
 #define CHUNK 256
@@ -76,44 +79,73 @@ float bn_avx2_quantize_act(const float *x, int64_t n, int8_t *q) {
     return s;
 }
 
-/* sum over 32 lanes of c * a - a, as int32 lanes added into acc */
-static inline __m256i dot_codes(__m256i codes, __m256i a, __m256i acc) {
+/* Activation sums per block of bs columns for up to ATILE tokens (n_cols /
+ * bs <= AMAX_NB), computed once per call rather than once per row:
+ * sum(w * a) = sum(c * a) - sum(a) for codes c = w + 1. */
+#define ATILE 16
+#define AMAX_NB 128
+
+static int32_t sum_i8(const int8_t *a, int64_t n) {
     const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
-    const __m256i ca = _mm256_maddubs_epi16(codes, a);
-    const __m256i sa = _mm256_maddubs_epi16(ones8, a);
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_sub_epi16(ca, sa), ones16));
+    __m256i acc = _mm256_setzero_si256();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m256i p = _mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)(a + i)));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones16));
+    }
+    int32_t s = hsum_i32(acc);
+    for (; i < n; i++)
+        s += a[i];
+    return s;
 }
 
-/* Integer sum of one TQ2_0 block (256) with 256 activations. */
-static inline int32_t tq2_0_block_isum(const uint8_t *b, const int8_t *a) {
-    const __m256i mask = _mm256_set1_epi8(3);
-    __m256i acc = _mm256_setzero_si256();
+/* sum(c * a) over one TQ2_0 block (256 columns, 64 bytes of codes): the
+ * vpmaddubsw pair sums (|c a + c a| <= 768) add up exactly in int16 over a
+ * block (8 per lane), then widen once. */
+static inline int32_t tq2_0_block_ca(const uint8_t *b, const int8_t *a) {
+    const __m256i mask = _mm256_set1_epi8(3), ones16 = _mm256_set1_epi16(1);
+    __m256i acc16 = _mm256_setzero_si256();
     for (int j = 0; j < 2; j++) {
         const __m256i v = _mm256_loadu_si256((const __m256i *)(b + 32 * j));
         for (int l = 0; l < 4; l++) {
             const __m256i c = _mm256_and_si256(_mm256_srli_epi16(v, 2 * l), mask);
             const __m256i av = _mm256_loadu_si256((const __m256i *)(a + 128 * j + 32 * l));
-            acc = dot_codes(c, av, acc);
+            acc16 = _mm256_add_epi16(acc16, _mm256_maddubs_epi16(c, av));
         }
     }
-    return hsum_i32(acc);
+    return hsum_i32(_mm256_madd_epi16(acc16, ones16));
 }
 
 static void avx2_matmul_tq2_0(const bn_tensor *w, const int8_t *q, const float *act_scale,
                               int64_t n_tok, float *out, int64_t out_stride, int64_t r0,
                               int64_t r1) {
     const int64_t n = w->n_cols, nb = n / BN_QK_K;
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-        for (int64_t t = 0; t < n_tok; t++) {
-            const int8_t *a = q + t * n;
-            float acc = 0.0f;
-            for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *blk = row + b * BN_TQ2_0_BYTES;
-                const float d = bn_fp16_to_fp32(bn_rd_u16(blk + 64));
-                acc += d * (float)tq2_0_block_isum(blk, a + b * BN_QK_K);
+    if (nb > AMAX_NB) {
+        bn_kernels_reference()->matmul_i8[BN_TYPE_TQ2_0](w, q, act_scale, n_tok, out, out_stride,
+                                                         r0, r1);
+        return;
+    }
+    int32_t asum[ATILE][AMAX_NB];
+    for (int64_t t0 = 0; t0 < n_tok; t0 += ATILE) {
+        const int64_t nt = n_tok - t0 < ATILE ? n_tok - t0 : ATILE;
+        for (int64_t t = 0; t < nt; t++) {
+            for (int64_t b = 0; b < nb; b++)
+                asum[t][b] = sum_i8(q + (t0 + t) * n + b * BN_QK_K, BN_QK_K);
+        }
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+            for (int64_t t = 0; t < nt; t++) {
+                const int8_t *a = q + (t0 + t) * n;
+                float acc = 0.0f;
+                for (int64_t b = 0; b < nb; b++) {
+                    const uint8_t *blk = row + b * BN_TQ2_0_BYTES;
+                    _mm_prefetch((const char *)(blk + 8192), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(blk + 8192 + 64), _MM_HINT_T0);
+                    const float d = _cvtsh_ss(bn_rd_u16(blk + 64));
+                    acc += d * (float)(tq2_0_block_ca(blk, a + b * BN_QK_K) - asum[t][b]);
+                }
+                out[(t0 + t) * out_stride + r] = acc * w->scale / act_scale[t0 + t];
             }
-            out[t * out_stride + r] = acc * w->scale / act_scale[t];
         }
     }
 }
@@ -122,34 +154,94 @@ static void avx2_matmul_i2_s(const bn_tensor *w, const int8_t *q, const float *a
                              int64_t n_tok, float *out, int64_t out_stride, int64_t r0,
                              int64_t r1) {
     const int64_t n = w->n_cols, nb = n / BN_QK_I2_S;
-    const __m256i mask = _mm256_set1_epi8(3);
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-        for (int64_t t = 0; t < n_tok; t++) {
-            const int8_t *a = q + t * n;
-            __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
-            for (int64_t b = 0; b < nb; b++) {
-                const __m256i v = _mm256_loadu_si256((const __m256i *)(row + b * BN_I2_S_BYTES));
-                const int8_t *ab = a + b * BN_QK_I2_S;
-                /* groups 0..3 sit in bits 6-7, 4-5, 2-3, 0-1 */
-                const __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
-                const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-                const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
-                const __m256i c3 = _mm256_and_si256(v, mask);
-                acc0 = dot_codes(c0, _mm256_loadu_si256((const __m256i *)(ab + 0)), acc0);
-                acc1 = dot_codes(c1, _mm256_loadu_si256((const __m256i *)(ab + 32)), acc1);
-                acc0 = dot_codes(c2, _mm256_loadu_si256((const __m256i *)(ab + 64)), acc0);
-                acc1 = dot_codes(c3, _mm256_loadu_si256((const __m256i *)(ab + 96)), acc1);
+    const __m256i mask = _mm256_set1_epi8(3), ones16 = _mm256_set1_epi16(1);
+    int32_t asum[ATILE];
+    for (int64_t t0 = 0; t0 < n_tok; t0 += ATILE) {
+        const int64_t nt = n_tok - t0 < ATILE ? n_tok - t0 : ATILE;
+        for (int64_t t = 0; t < nt; t++)
+            asum[t] = sum_i8(q + (t0 + t) * n, n);
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+            for (int64_t t = 0; t < nt; t++) {
+                const int8_t *a = q + (t0 + t) * n;
+                __m256i acc = _mm256_setzero_si256();
+                for (int64_t b = 0; b < nb; b++) {
+                    const __m256i v =
+                        _mm256_loadu_si256((const __m256i *)(row + b * BN_I2_S_BYTES));
+                    if (b % 2 == 0)
+                        _mm_prefetch((const char *)(row + b * BN_I2_S_BYTES + 8192), _MM_HINT_T0);
+                    const int8_t *ab = a + b * BN_QK_I2_S;
+                    /* groups 0..3 sit in bits 6-7, 4-5, 2-3, 0-1; four pair
+                     * sums of at most 768 per int16 lane: exact */
+                    const __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
+                    const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+                    const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
+                    const __m256i c3 = _mm256_and_si256(v, mask);
+                    __m256i s16 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)ab));
+                    s16 = _mm256_add_epi16(
+                        s16,
+                        _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i *)(ab + 32))));
+                    s16 = _mm256_add_epi16(
+                        s16,
+                        _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i *)(ab + 64))));
+                    s16 = _mm256_add_epi16(
+                        s16,
+                        _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i *)(ab + 96))));
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(s16, ones16));
+                }
+                out[(t0 + t) * out_stride + r] =
+                    (float)(hsum_i32(acc) - asum[t]) * w->scale / act_scale[t0 + t];
             }
-            const __m256i acc = _mm256_add_epi32(acc0, acc1);
-            out[t * out_stride + r] = (float)hsum_i32(acc) * w->scale / act_scale[t];
         }
     }
 }
 
-static void ref_matmul_tq1_0(const bn_tensor *w, const int8_t *q, const float *act_scale,
-                             int64_t n_tok, float *out, int64_t out_stride, int64_t r0,
-                             int64_t r1) {
+/* TQ1_0 (base-3 digits, slow to decode in AVX2) is repacked once at load
+ * into TQ2_0 blocks: the same weights and block scales, 2 bits per weight,
+ * read by the TQ2_0 kernel. */
+enum { AVX2_LAYOUT_TQ2 = 1 };
+
+static size_t avx2_packed_size(const bn_tensor *w) {
+    if (w->type != BN_TYPE_TQ1_0 || w->n_cols <= 0 || w->n_cols % BN_QK_K != 0) return 0;
+    return (size_t)w->n_rows * (size_t)(w->n_cols / BN_QK_K) * BN_TQ2_0_BYTES;
+}
+
+static void avx2_pack(bn_tensor *w, void *dst) {
+    const int64_t nb = w->n_cols / BN_QK_K;
+    uint8_t *out = dst;
+    int8_t v[BN_QK_K];
+    for (int64_t r = 0; r < w->n_rows; r++) {
+        const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *src = row + b * BN_TQ1_0_BYTES;
+            bn_tq1_0_unpack(src, v);
+            /* TQ2_0: byte 32j + i, bits 2l: element 128j + 32l + i, code w + 1 */
+            for (int j = 0; j < 2; j++) {
+                for (int i = 0; i < 32; i++) {
+                    unsigned byte = 0;
+                    for (int l = 0; l < 4; l++)
+                        byte |= (unsigned)(v[128 * j + 32 * l + i] + 1) << (2 * l);
+                    out[32 * j + i] = (uint8_t)byte;
+                }
+            }
+            memcpy(out + 64, src + BN_TQ1_0_BYTES - 2, 2); /* the half scale d */
+            out += BN_TQ2_0_BYTES;
+        }
+    }
+    w->data = dst;
+    w->row_bytes = (size_t)nb * BN_TQ2_0_BYTES;
+    w->layout = AVX2_LAYOUT_TQ2;
+}
+
+static void avx2_matmul_tq1_0(const bn_tensor *w, const int8_t *q, const float *act_scale,
+                              int64_t n_tok, float *out, int64_t out_stride, int64_t r0,
+                              int64_t r1) {
+    if (w->layout == AVX2_LAYOUT_TQ2) {
+        bn_tensor t = *w;
+        t.type = BN_TYPE_TQ2_0;
+        avx2_matmul_tq2_0(&t, q, act_scale, n_tok, out, out_stride, r0, r1);
+        return;
+    }
     bn_kernels_reference()->matmul_i8[BN_TYPE_TQ1_0](w, q, act_scale, n_tok, out, out_stride, r0,
                                                      r1);
 }
@@ -219,12 +311,194 @@ void bn_avx2_matmul_float(const bn_tensor *w, const float *x, int64_t n_tok, flo
     }
 }
 
+/* ------------------------------------------------------------------------ */
+/* Q6_K / Q8_0 / Q4_0 heads on int8 activations                             */
+/* ------------------------------------------------------------------------ */
+
+/* As the AVX-512 set's heads (kernels_avx512.c) and llama.cpp's Q8_K dot
+ * products: each token's activations are quantized to int8 per 256 columns
+ * (scale amax / 127, round half to even, q in -127..127), the weights'
+ * quants are multiplied with them exactly in integers (vpmaddubsw, then
+ * vpmaddwd by the sub-block scales) and the block scales are applied in
+ * float. The activations are the same int8 values as the AVX-512 set's. */
+#define HQ_TILE 4
+#define HQ_MAXC 16384
+
+typedef struct HeadAct {
+    int8_t q[HQ_TILE][HQ_MAXC];
+    float d[HQ_TILE][HQ_MAXC / 256];      /* dequantization step per 256 */
+    int16_t sum16[HQ_TILE][HQ_MAXC / 16]; /* sums of q per 16 columns */
+} HeadAct;
+
+static void head_quantize(const float *x, int64_t n, int8_t *q, float *d, int16_t *sum16) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t b = 0; b < n / 256; b++) {
+        const float *xb = x + 256 * b;
+        __m256 mx = _mm256_setzero_ps();
+        for (int i = 0; i < 256; i += 8)
+            mx = _mm256_max_ps(mx, _mm256_and_ps(_mm256_loadu_ps(xb + i), absmask));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+        const float is = amax > 0.0f ? 127.0f / amax : 0.0f;
+        d[b] = amax > 0.0f ? amax / 127.0f : 0.0f;
+        const __m256 vs = _mm256_set1_ps(is);
+        for (int i = 0; i < 256; i += 16) {
+            __m256 f0 = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xb + i), vs),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            __m256 f1 = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xb + i + 8), vs),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            f0 = _mm256_min_ps(_mm256_max_ps(f0, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+            f1 = _mm256_min_ps(_mm256_max_ps(f1, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+            const __m256i i0 = _mm256_cvtps_epi32(f0), i1 = _mm256_cvtps_epi32(f1);
+            /* packs work per 128-bit lane: [a0 a1 b0 b1] -> fix the order */
+            const __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(i0, i1), 0xd8);
+            const __m128i v8 =
+                _mm_packs_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
+            _mm_storeu_si128((__m128i *)(q + 256 * b + i), v8);
+            sum16[16 * b + i / 16] = (int16_t)hsum_i32(_mm256_add_epi32(i0, i1));
+        }
+    }
+}
+
+/* Bytes 2k (x 8) then 2k + 1 (x 8): sub-block scales 2k and 2k + 1 spread
+ * over the 16 int16 lanes of a vpmaddubsw result of 32 columns. */
+static __m256i q6_scale_pair(__m128i sc8, int k) {
+    const __m128i shuf =
+        _mm_set_epi8((char)(2 * k + 1), (char)(2 * k + 1), (char)(2 * k + 1), (char)(2 * k + 1),
+                     (char)(2 * k + 1), (char)(2 * k + 1), (char)(2 * k + 1), (char)(2 * k + 1),
+                     (char)(2 * k), (char)(2 * k), (char)(2 * k), (char)(2 * k), (char)(2 * k),
+                     (char)(2 * k), (char)(2 * k), (char)(2 * k));
+    return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, shuf));
+}
+
+/* Q6_K (fmt_q6_k.c): per 128 columns h, bytes ql[64h..64h+63] (low
+ * nibbles), qh[32h..32h+31] (2-bit highs): columns l, l+32, l+64, l+96 of the
+ * half are (ql[l] & 15 | (qh[l] & 3) << 4), (ql[l+32] & 15 | (qh[l] >> 2 & 3)
+ * << 4), (ql[l] >> 4 | (qh[l] >> 4 & 3) << 4), (ql[l+32] >> 4 | (qh[l] >> 6)
+ * << 4), minus 32; sub-block scales of 16 columns. */
+static float q6_k_row_dot(const uint8_t *row, int64_t nb, const int8_t *q, const float *d8,
+                          const int16_t *sum16) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+    __m256 facc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = row + b * BN_Q6_K_BYTES;
+        const int8_t *qa = q + 256 * b;
+        const __m128i sc8 = _mm_loadu_si128((const __m128i *)(blk + 192));
+        __m256i acc = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i L0 = _mm256_loadu_si256((const __m256i *)(blk + 64 * h));
+            const __m256i L1 = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32));
+            const __m256i hh = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
+            const __m256i u0 = _mm256_or_si256(_mm256_and_si256(L0, m4),
+                                               _mm256_and_si256(_mm256_slli_epi16(hh, 4), m30));
+            const __m256i u1 = _mm256_or_si256(_mm256_and_si256(L1, m4),
+                                               _mm256_and_si256(_mm256_slli_epi16(hh, 2), m30));
+            const __m256i u2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L0, 4), m4),
+                                               _mm256_and_si256(hh, m30));
+            const __m256i u3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L1, 4), m4),
+                                               _mm256_and_si256(_mm256_srli_epi16(hh, 2), m30));
+            const int8_t *a = qa + 128 * h;
+            /* u <= 63, |a| <= 127: the pair sums never saturate */
+            const __m256i p0 = _mm256_maddubs_epi16(u0, _mm256_loadu_si256((const __m256i *)a));
+            const __m256i p1 =
+                _mm256_maddubs_epi16(u1, _mm256_loadu_si256((const __m256i *)(a + 32)));
+            const __m256i p2 =
+                _mm256_maddubs_epi16(u2, _mm256_loadu_si256((const __m256i *)(a + 64)));
+            const __m256i p3 =
+                _mm256_maddubs_epi16(u3, _mm256_loadu_si256((const __m256i *)(a + 96)));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p0, q6_scale_pair(sc8, 4 * h + 0)));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p1, q6_scale_pair(sc8, 4 * h + 1)));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p2, q6_scale_pair(sc8, 4 * h + 2)));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p3, q6_scale_pair(sc8, 4 * h + 3)));
+        }
+        /* quants are stored + 32: subtract 32 * sum_j scale_j * sum(q of j) */
+        const __m256i corr = _mm256_madd_epi16(
+            _mm256_cvtepi8_epi16(sc8), _mm256_loadu_si256((const __m256i *)(sum16 + 16 * b)));
+        acc = _mm256_sub_epi32(acc, _mm256_slli_epi32(corr, 5));
+        const float dd = _cvtsh_ss(bn_rd_u16(blk + 208)) * d8[b];
+        facc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(dd), facc);
+    }
+    return hsum_ps(facc);
+}
+
+/* Q8_0: 32 int8 quants and a half scale per block; |w| * (a with w's sign)
+ * by vpmaddubsw (a is in -127..127, so the sign never overflows). */
+static float q8_0_row_dot(const uint8_t *row, int64_t n, const int8_t *q, const float *d8) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 facc = _mm256_setzero_ps();
+    for (int64_t k = 0; k < n; k += 32) {
+        const uint8_t *blk = row + (k / 32) * BN_Q8_0_BYTES;
+        const __m256i wv = _mm256_loadu_si256((const __m256i *)(blk + 2));
+        const __m256i av = _mm256_loadu_si256((const __m256i *)(q + k));
+        const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(av, wv));
+        const __m256i s = _mm256_madd_epi16(p, ones);
+        const float sc = _cvtsh_ss(bn_rd_u16(blk)) * d8[k / 256];
+        facc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(sc), facc);
+    }
+    return hsum_ps(facc);
+}
+
+/* Q4_0: 16 bytes of nibbles per 32 columns (column j: low nibble of byte j,
+ * column 16 + j: high nibble), value (nibble - 8) * d. */
+static float q4_0_row_dot(const uint8_t *row, int64_t n, const int8_t *q, const float *d8,
+                          const int16_t *sum16) {
+    const __m128i m4 = _mm_set1_epi8(0x0f);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 facc = _mm256_setzero_ps();
+    for (int64_t k = 0; k < n; k += 32) {
+        const uint8_t *blk = row + (k / 32) * BN_Q4_0_BYTES;
+        const __m128i qb = _mm_loadu_si128((const __m128i *)(blk + 2));
+        const __m256i wv =
+            _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qb, 4), m4), _mm_and_si128(qb, m4));
+        const __m256i p = _mm256_maddubs_epi16(wv, _mm256_loadu_si256((const __m256i *)(q + k)));
+        __m256i s = _mm256_madd_epi16(p, ones);
+        /* minus 8 * the block's activation sum, spread over one lane */
+        const int32_t asum = sum16[k / 16] + sum16[k / 16 + 1];
+        s = _mm256_sub_epi32(s, _mm256_set_epi32(0, 0, 0, 0, 0, 0, 0, 8 * asum));
+        const float sc = _cvtsh_ss(bn_rd_u16(blk)) * d8[k / 256];
+        facc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(sc), facc);
+    }
+    return hsum_ps(facc);
+}
+
+static void avx2_matmul_q8act(const bn_tensor *w, const float *x, int64_t n_tok, float *out,
+                              int64_t out_stride, int64_t r0, int64_t r1) {
+    const int64_t n = w->n_cols;
+    if (n % 256 != 0 || n > HQ_MAXC) {
+        bn_avx2_matmul_float(w, x, n_tok, out, out_stride, r0, r1);
+        return;
+    }
+    HeadAct *ha = bn_aligned_alloc(sizeof *ha);
+    if (!ha) { /* no scratch: the float path needs none */
+        bn_avx2_matmul_float(w, x, n_tok, out, out_stride, r0, r1);
+        return;
+    }
+    for (int64_t t0 = 0; t0 < n_tok; t0 += HQ_TILE) {
+        const int nt = (int)(n_tok - t0 < HQ_TILE ? n_tok - t0 : HQ_TILE);
+        for (int t = 0; t < nt; t++)
+            head_quantize(x + (t0 + t) * n, n, ha->q[t], ha->d[t], ha->sum16[t]);
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+            for (int t = 0; t < nt; t++) {
+                const float v = w->type == BN_TYPE_Q6_K
+                                    ? q6_k_row_dot(row, n / 256, ha->q[t], ha->d[t], ha->sum16[t])
+                                : w->type == BN_TYPE_Q4_0
+                                    ? q4_0_row_dot(row, n, ha->q[t], ha->d[t], ha->sum16[t])
+                                    : q8_0_row_dot(row, n, ha->q[t], ha->d[t]);
+                out[(t0 + t) * out_stride + r] = v * w->scale;
+            }
+        }
+    }
+    bn_aligned_free(ha);
+}
+
 static const bn_kernels k_avx2 = {
     .name = "avx2",
     .quantize_act = bn_avx2_quantize_act,
     .matmul_i8 =
         {
-            [BN_TYPE_TQ1_0] = ref_matmul_tq1_0,
+            [BN_TYPE_TQ1_0] = avx2_matmul_tq1_0,
             [BN_TYPE_TQ2_0] = avx2_matmul_tq2_0,
             [BN_TYPE_I2_S] = avx2_matmul_i2_s,
         },
@@ -233,15 +507,18 @@ static const bn_kernels k_avx2 = {
             [BN_TYPE_F32] = bn_avx2_matmul_float,
             [BN_TYPE_F16] = bn_avx2_matmul_float,
             [BN_TYPE_BF16] = bn_avx2_matmul_float,
-            [BN_TYPE_Q8_0] = bn_avx2_matmul_float,
-            [BN_TYPE_Q4_0] = bn_avx2_matmul_float,
-            [BN_TYPE_Q6_K] = bn_avx2_matmul_float,
+            [BN_TYPE_Q8_0] = avx2_matmul_q8act,
+            [BN_TYPE_Q4_0] = avx2_matmul_q8act,
+            [BN_TYPE_Q6_K] = avx2_matmul_q8act,
             [BN_TYPE_TQ1_0] = bn_avx2_matmul_float,
             [BN_TYPE_TQ2_0] = bn_avx2_matmul_float,
             [BN_TYPE_I2_S] = bn_avx2_matmul_float,
         },
+    .f32_int8_act = (1ull << BN_TYPE_Q8_0) | (1ull << BN_TYPE_Q6_K) | (1ull << BN_TYPE_Q4_0),
     .attn_head = bn_ref_attn_head,
     .ffn_act = bn_ref_ffn_act,
+    .packed_size = avx2_packed_size,
+    .pack = avx2_pack,
 };
 
 const bn_kernels *bn_kernels_avx2(void) { return &k_avx2; }
