@@ -32,6 +32,20 @@ const bn_kernels *bn_kernels_avx2(void);
 float bn_avx2_quantize_act(const float *x, int64_t n, int8_t *q);
 void bn_avx2_matmul_float(const bn_tensor *w, const float *x, int64_t n_tok, float *out,
                           int64_t out_stride, int64_t r0, int64_t r1);
+/* The Q6_K / Q8_0 / Q4_0 head matmul on int8 activations (kernels_avx2.c):
+ * quantizes each token's activations per 256 columns, then calls a set's
+ * row dot products. q: int8 activations; d8: their step per 256 columns;
+ * sum16: their sums per 16 columns. */
+typedef struct bn_q8act_dots {
+    float (*q6_k)(const uint8_t *row, int64_t nb, const int8_t *q, const float *d8,
+                  const int16_t *sum16);
+    float (*q8_0)(const uint8_t *row, int64_t n, const int8_t *q, const float *d8);
+    float (*q4_0)(const uint8_t *row, int64_t n, const int8_t *q, const float *d8,
+                  const int16_t *sum16);
+} bn_q8act_dots;
+/* dots NULL: the AVX2 set's own. */
+void bn_avx2_matmul_q8act(const bn_q8act_dots *dots, const bn_tensor *w, const float *x,
+                          int64_t n_tok, float *out, int64_t out_stride, int64_t r0, int64_t r1);
 /* AVX-512 F/BW/VL/DQ + VNNI kernels (kernels_avx512.c), with their own
  * repacked ternary layout; use them only when bn_cpu_flags() has
  * BN_KERNELS_AVX512_NEED. */

@@ -462,8 +462,10 @@ static float q4_0_row_dot(const uint8_t *row, int64_t n, const int8_t *q, const 
     return hsum_ps(facc);
 }
 
-static void avx2_matmul_q8act(const bn_tensor *w, const float *x, int64_t n_tok, float *out,
-                              int64_t out_stride, int64_t r0, int64_t r1) {
+void bn_avx2_matmul_q8act(const bn_q8act_dots *dots, const bn_tensor *w, const float *x,
+                          int64_t n_tok, float *out, int64_t out_stride, int64_t r0, int64_t r1) {
+    static const bn_q8act_dots own = {q6_k_row_dot, q8_0_row_dot, q4_0_row_dot};
+    if (!dots) dots = &own;
     const int64_t n = w->n_cols;
     if (n % 256 != 0 || n > HQ_MAXC) {
         bn_avx2_matmul_float(w, x, n_tok, out, out_stride, r0, r1);
@@ -482,15 +484,20 @@ static void avx2_matmul_q8act(const bn_tensor *w, const float *x, int64_t n_tok,
             const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
             for (int t = 0; t < nt; t++) {
                 const float v = w->type == BN_TYPE_Q6_K
-                                    ? q6_k_row_dot(row, n / 256, ha->q[t], ha->d[t], ha->sum16[t])
+                                    ? dots->q6_k(row, n / 256, ha->q[t], ha->d[t], ha->sum16[t])
                                 : w->type == BN_TYPE_Q4_0
-                                    ? q4_0_row_dot(row, n, ha->q[t], ha->d[t], ha->sum16[t])
-                                    : q8_0_row_dot(row, n, ha->q[t], ha->d[t]);
+                                    ? dots->q4_0(row, n, ha->q[t], ha->d[t], ha->sum16[t])
+                                    : dots->q8_0(row, n, ha->q[t], ha->d[t]);
                 out[(t0 + t) * out_stride + r] = v * w->scale;
             }
         }
     }
     bn_aligned_free(ha);
+}
+
+static void avx2_matmul_q8act(const bn_tensor *w, const float *x, int64_t n_tok, float *out,
+                              int64_t out_stride, int64_t r0, int64_t r1) {
+    bn_avx2_matmul_q8act(NULL, w, x, n_tok, out, out_stride, r0, r1);
 }
 
 static const bn_kernels k_avx2 = {

@@ -723,49 +723,16 @@ static void avx512_matmul_ternary(const bn_tensor *w, const int8_t *q, const flo
 }
 
 /* ------------------------------------------------------------------------ */
-/* Q6_K / Q8_0 heads on int8 activations (as llama.cpp's Q8_K dot products) */
+/* Q6_K / Q8_0 / Q4_0 heads on int8 activations (llama.cpp's Q8_K dots)    */
 /* ------------------------------------------------------------------------ */
 
-/* The float matmul of these two types quantizes each token's activations to
+/* The float matmul of these types quantizes each token's activations to
  * int8 per 256-column block (scale amax / 127, round half to even, so q is
- * in -127..127), then takes exact integer dot products of the weights'
- * quants with them (vpmaddubsw / vpdpbusd) and applies the block scales in
- * float. The only error beyond float rounding is that of the activation
- * quantization (at most half a step of each block, relative ~1/254), the
- * same that llama.cpp accepts for these types (ggml's vec_dot_type Q8_K /
- * Q8_0). */
-#define HQ_TILE 4
-#define HQ_MAXC 16384
-
-typedef struct HeadAct {
-    int8_t q[HQ_TILE][HQ_MAXC];
-    float d[HQ_TILE][HQ_MAXC / 256];      /* dequantization step per 256 */
-    int16_t sum16[HQ_TILE][HQ_MAXC / 16]; /* sums of q per 16 columns */
-} HeadAct;
-
-static void head_quantize(const float *x, int64_t n, int8_t *q, float *d, int16_t *sum16) {
-    const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
-    for (int64_t b = 0; b < n / 256; b++) {
-        const float *xb = x + 256 * b;
-        __m512 mx = _mm512_setzero_ps();
-        for (int i = 0; i < 256; i += 16)
-            mx = _mm512_max_ps(mx, _mm512_and_ps(_mm512_loadu_ps(xb + i), absmask));
-        const float amax = _mm512_reduce_max_ps(mx);
-        const float is = amax > 0.0f ? 127.0f / amax : 0.0f;
-        d[b] = amax > 0.0f ? amax / 127.0f : 0.0f;
-        const __m512 vs = _mm512_set1_ps(is);
-        for (int i = 0; i < 256; i += 16) {
-            __m512 f = _mm512_mul_ps(_mm512_loadu_ps(xb + i), vs);
-            f = _mm512_roundscale_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
-            const __m128i v = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(f));
-            _mm_storeu_si128((__m128i *)(q + 256 * b + i), v);
-            const __m256i v16 = _mm256_cvtepi8_epi16(v);
-            sum16[16 * b + i / 16] = (int16_t)_mm512_reduce_add_epi32(_mm512_cvtepi16_epi32(v16));
-        }
-    }
-}
-
+ * in -127..127; bn_avx2_matmul_q8act does that and calls the row dots
+ * below), then takes exact integer dot products of the weights' quants with
+ * them (vpmaddubsw / vpdpbusd) and applies the block scales in float. The only error beyond float
+ * rounding is that of the activation quantization (at most half a step of each block, relative
+ * ~1/254), the same that llama.cpp accepts for these types (ggml's vec_dot_type Q8_K / Q8_0). */
 static float q6_k_row_dot(const uint8_t *row, int64_t nb, const int8_t *q, const float *d8,
                           const int16_t *sum16) {
     const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
@@ -866,33 +833,8 @@ static float q4_0_row_dot(const uint8_t *row, int64_t n, const int8_t *q, const 
 
 static void avx512_matmul_q8act(const bn_tensor *w, const float *x, int64_t n_tok, float *out,
                                 int64_t out_stride, int64_t r0, int64_t r1) {
-    const int64_t n = w->n_cols;
-    if (n % 256 != 0 || n > HQ_MAXC) {
-        bn_avx2_matmul_float(w, x, n_tok, out, out_stride, r0, r1);
-        return;
-    }
-    HeadAct *ha = bn_aligned_alloc(sizeof *ha);
-    if (!ha) { /* no scratch: the float path needs none */
-        bn_avx2_matmul_float(w, x, n_tok, out, out_stride, r0, r1);
-        return;
-    }
-    for (int64_t t0 = 0; t0 < n_tok; t0 += HQ_TILE) {
-        const int nt = (int)(n_tok - t0 < HQ_TILE ? n_tok - t0 : HQ_TILE);
-        for (int t = 0; t < nt; t++)
-            head_quantize(x + (t0 + t) * n, n, ha->q[t], ha->d[t], ha->sum16[t]);
-        for (int64_t r = r0; r < r1; r++) {
-            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-            for (int t = 0; t < nt; t++) {
-                const float v = w->type == BN_TYPE_Q6_K
-                                    ? q6_k_row_dot(row, n / 256, ha->q[t], ha->d[t], ha->sum16[t])
-                                : w->type == BN_TYPE_Q4_0
-                                    ? q4_0_row_dot(row, n, ha->q[t], ha->d[t], ha->sum16[t])
-                                    : q8_0_row_dot(row, n, ha->q[t], ha->d[t]);
-                out[(t0 + t) * out_stride + r] = v * w->scale;
-            }
-        }
-    }
-    bn_aligned_free(ha);
+    static const bn_q8act_dots dots = {q6_k_row_dot, q8_0_row_dot, q4_0_row_dot};
+    bn_avx2_matmul_q8act(&dots, w, x, n_tok, out, out_stride, r0, r1);
 }
 
 /* F16 weights (heads and embeddings stored as halves): vcvtph2ps and FMA,
