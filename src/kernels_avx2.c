@@ -99,9 +99,8 @@ static int32_t sum_i8(const int8_t *a, int64_t n) {
     return s;
 }
 
-/* sum(c * a) over one TQ2_0 block (256 columns, 64 bytes of codes): the
- * vpmaddubsw pair sums (|c a + c a| <= 768) add up exactly in int16 over a
- * block (8 per lane), then widen once. */
+/* sum(c * a) over one TQ2_0 block (256 columns, 64 bytes of codes), for
+ * one token: decode reads each block once, so nothing is worth sharing. */
 static inline int32_t tq2_0_block_ca(const uint8_t *b, const int8_t *a) {
     const __m256i mask = _mm256_set1_epi8(3), ones16 = _mm256_set1_epi16(1);
     __m256i acc16 = _mm256_setzero_si256();
@@ -120,6 +119,7 @@ static void avx2_matmul_tq2_0(const bn_tensor *w, const int8_t *q, const float *
                               int64_t n_tok, float *out, int64_t out_stride, int64_t r0,
                               int64_t r1) {
     const int64_t n = w->n_cols, nb = n / BN_QK_K;
+    const __m256i mask = _mm256_set1_epi8(3), ones16 = _mm256_set1_epi16(1);
     if (nb > AMAX_NB) {
         bn_kernels_reference()->matmul_i8[BN_TYPE_TQ2_0](w, q, act_scale, n_tok, out, out_stride,
                                                          r0, r1);
@@ -134,17 +134,55 @@ static void avx2_matmul_tq2_0(const bn_tensor *w, const int8_t *q, const float *
         }
         for (int64_t r = r0; r < r1; r++) {
             const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-            for (int64_t t = 0; t < nt; t++) {
-                const int8_t *a = q + (t0 + t) * n;
+            /* each block's codes are decoded once for up to 4 tokens; the
+             * vpmaddubsw pair sums (|c a + c a| <= 768) add up exactly in
+             * int16 over a block (8 per lane), then widen once */
+            if (nt == 1) { /* decode */
+                const int8_t *a = q + t0 * n;
                 float acc = 0.0f;
                 for (int64_t b = 0; b < nb; b++) {
                     const uint8_t *blk = row + b * BN_TQ2_0_BYTES;
                     _mm_prefetch((const char *)(blk + 8192), _MM_HINT_T0);
                     _mm_prefetch((const char *)(blk + 8192 + 64), _MM_HINT_T0);
                     const float d = _cvtsh_ss(bn_rd_u16(blk + 64));
-                    acc += d * (float)(tq2_0_block_ca(blk, a + b * BN_QK_K) - asum[t][b]);
+                    acc += d * (float)(tq2_0_block_ca(blk, a + b * BN_QK_K) - asum[0][b]);
                 }
-                out[(t0 + t) * out_stride + r] = acc * w->scale / act_scale[t0 + t];
+                out[t0 * out_stride + r] = acc * w->scale / act_scale[t0];
+                continue;
+            }
+            for (int64_t t1 = 0; t1 < nt; t1 += 4) {
+                const int m = (int)(nt - t1 < 4 ? nt - t1 : 4);
+                float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                for (int64_t b = 0; b < nb; b++) {
+                    const uint8_t *blk = row + b * BN_TQ2_0_BYTES;
+                    if (t1 == 0) {
+                        _mm_prefetch((const char *)(blk + 8192), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(blk + 8192 + 64), _MM_HINT_T0);
+                    }
+                    const float d = _cvtsh_ss(bn_rd_u16(blk + 64));
+                    __m256i c[8];
+                    for (int j = 0; j < 2; j++) {
+                        const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 32 * j));
+                        for (int l = 0; l < 4; l++)
+                            c[4 * j + l] = _mm256_and_si256(_mm256_srli_epi16(v, 2 * l), mask);
+                    }
+                    for (int t = 0; t < m; t++) {
+                        /* code vector 4j + l: columns 128j + 32l .. + 31 */
+                        const int8_t *a = q + (t0 + t1 + t) * n + b * BN_QK_K;
+                        __m256i s16 =
+                            _mm256_maddubs_epi16(c[0], _mm256_loadu_si256((const __m256i *)a));
+                        for (int k = 1; k < 8; k++) {
+                            s16 = _mm256_add_epi16(
+                                s16, _mm256_maddubs_epi16(
+                                         c[k], _mm256_loadu_si256((const __m256i *)(a + 32 * k))));
+                        }
+                        const int32_t isum = hsum_i32(_mm256_madd_epi16(s16, ones16));
+                        acc[t] += d * (float)(isum - asum[t1 + t][b]);
+                    }
+                }
+                for (int t = 0; t < m; t++)
+                    out[(t0 + t1 + t) * out_stride + r] =
+                        acc[t] * w->scale / act_scale[t0 + t1 + t];
             }
         }
     }
@@ -162,35 +200,42 @@ static void avx2_matmul_i2_s(const bn_tensor *w, const int8_t *q, const float *a
             asum[t] = sum_i8(q + (t0 + t) * n, n);
         for (int64_t r = r0; r < r1; r++) {
             const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-            for (int64_t t = 0; t < nt; t++) {
-                const int8_t *a = q + (t0 + t) * n;
-                __m256i acc = _mm256_setzero_si256();
+            for (int64_t t1 = 0; t1 < nt; t1 += 4) {
+                const int m = (int)(nt - t1 < 4 ? nt - t1 : 4);
+                __m256i acc[4];
+                for (int t = 0; t < 4; t++)
+                    acc[t] = _mm256_setzero_si256();
                 for (int64_t b = 0; b < nb; b++) {
-                    const __m256i v =
-                        _mm256_loadu_si256((const __m256i *)(row + b * BN_I2_S_BYTES));
-                    if (b % 2 == 0)
-                        _mm_prefetch((const char *)(row + b * BN_I2_S_BYTES + 8192), _MM_HINT_T0);
-                    const int8_t *ab = a + b * BN_QK_I2_S;
+                    const uint8_t *blk = row + b * BN_I2_S_BYTES;
+                    if (t1 == 0 && b % 2 == 0)
+                        _mm_prefetch((const char *)(blk + 8192), _MM_HINT_T0);
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)blk);
                     /* groups 0..3 sit in bits 6-7, 4-5, 2-3, 0-1; four pair
                      * sums of at most 768 per int16 lane: exact */
                     const __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
                     const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
                     const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
                     const __m256i c3 = _mm256_and_si256(v, mask);
-                    __m256i s16 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)ab));
-                    s16 = _mm256_add_epi16(
-                        s16,
-                        _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i *)(ab + 32))));
-                    s16 = _mm256_add_epi16(
-                        s16,
-                        _mm256_maddubs_epi16(c2, _mm256_loadu_si256((const __m256i *)(ab + 64))));
-                    s16 = _mm256_add_epi16(
-                        s16,
-                        _mm256_maddubs_epi16(c3, _mm256_loadu_si256((const __m256i *)(ab + 96))));
-                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(s16, ones16));
+                    for (int t = 0; t < m; t++) {
+                        const int8_t *ab = q + (t0 + t1 + t) * n + b * BN_QK_I2_S;
+                        __m256i s16 =
+                            _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)ab));
+                        s16 = _mm256_add_epi16(
+                            s16, _mm256_maddubs_epi16(
+                                     c1, _mm256_loadu_si256((const __m256i *)(ab + 32))));
+                        s16 = _mm256_add_epi16(
+                            s16, _mm256_maddubs_epi16(
+                                     c2, _mm256_loadu_si256((const __m256i *)(ab + 64))));
+                        s16 = _mm256_add_epi16(
+                            s16, _mm256_maddubs_epi16(
+                                     c3, _mm256_loadu_si256((const __m256i *)(ab + 96))));
+                        acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(s16, ones16));
+                    }
                 }
-                out[(t0 + t) * out_stride + r] =
-                    (float)(hsum_i32(acc) - asum[t]) * w->scale / act_scale[t0 + t];
+                for (int t = 0; t < m; t++) {
+                    out[(t0 + t1 + t) * out_stride + r] = (float)(hsum_i32(acc[t]) - asum[t1 + t]) *
+                                                          w->scale / act_scale[t0 + t1 + t];
+                }
             }
         }
     }
