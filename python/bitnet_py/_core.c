@@ -303,64 +303,43 @@ int bnpy_get_f32(PyObject *obj, Py_buffer *view) {
 static int read_int_item(const Py_buffer *v, Py_ssize_t i, char kind, long long *out,
                          int *overflow) {
     const char *p = (const char *)v->buf + i * v->itemsize;
-    *overflow = 0;
-    if (kind == 'i') {
-        switch (v->itemsize) {
-        case 1: {
-            int8_t x;
-            memcpy(&x, p, 1);
-            *out = x;
-            return 0;
-        }
-        case 2: {
-            int16_t x;
-            memcpy(&x, p, 2);
-            *out = x;
-            return 0;
-        }
-        case 4: {
-            int32_t x;
-            memcpy(&x, p, 4);
-            *out = x;
-            return 0;
-        }
-        case 8: {
-            int64_t x;
-            memcpy(&x, p, 8);
-            *out = x;
-            return 0;
-        }
-        default: return -1;
-        }
-    }
-    switch (v->itemsize) {
+    uint64_t u;
+    switch (v->itemsize) { /* the item's bits, in native byte order */
     case 1: {
         uint8_t x;
         memcpy(&x, p, 1);
-        *out = x;
-        return 0;
+        u = x;
+        break;
     }
     case 2: {
         uint16_t x;
         memcpy(&x, p, 2);
-        *out = x;
-        return 0;
+        u = x;
+        break;
     }
     case 4: {
         uint32_t x;
         memcpy(&x, p, 4);
-        *out = x;
-        return 0;
+        u = x;
+        break;
     }
     case 8: {
         uint64_t x;
         memcpy(&x, p, 8);
-        if (x > (uint64_t)INT64_MAX) *overflow = 1;
-        *out = (long long)(x & (uint64_t)INT64_MAX);
-        return 0;
+        u = x;
+        break;
     }
     default: return -1;
     }
+    *overflow = 0;
+    if (kind == 'i') { /* two's complement of itemsize bytes: sign-extend */
+        const uint64_t sign = (uint64_t)1 << (8 * v->itemsize - 1);
+        *out = (u & sign) ? (long long)(u - sign) - (long long)(sign - 1) - 1 : (long long)u;
+        return 0;
+    }
+    if (u > (uint64_t)INT64_MAX) *overflow = 1;
+    *out = (long long)(u & (uint64_t)INT64_MAX);
+    return 0;
 }
 
 int bnpy_get_i32_seq(PyObject *obj, const char *what, int32_t **out, Py_ssize_t *n) {
