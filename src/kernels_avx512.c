@@ -778,6 +778,14 @@ static float q6_k_row_dot(const uint8_t *row, int64_t nb, const int8_t *q, const
     return _mm512_reduce_add_ps(facc);
 }
 
+/* Two 32-column blocks (Q8_0, Q4_0: a half scale first) in one vector:
+ * lanes 0-7 take the first block's scale, 8-15 the second's, each times
+ * the activations' step da. */
+static inline __m512 pair_scales(const uint8_t *b0, const uint8_t *b1, float da) {
+    return _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(_cvtsh_ss(bn_rd_u16(b0)) * da),
+                                _mm512_set1_ps(_cvtsh_ss(bn_rd_u16(b1)) * da));
+}
+
 static float q8_0_row_dot(const uint8_t *row, int64_t n, const int8_t *q, const float *d8) {
     __m512 facc = _mm512_setzero_ps();
     for (int64_t k = 0; k < n; k += 64) {
@@ -790,11 +798,7 @@ static float q8_0_row_dot(const uint8_t *row, int64_t n, const int8_t *q, const 
         const __m512i as =
             _mm512_mask_sub_epi8(av, _mm512_movepi8_mask(wv), _mm512_setzero_si512(), av);
         const __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(wv), as);
-        const float da = d8[k / 256];
-        const __m512 sc =
-            _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(_cvtsh_ss(bn_rd_u16(b0)) * da),
-                                 _mm512_set1_ps(_cvtsh_ss(bn_rd_u16(b1)) * da));
-        facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sc, facc);
+        facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), pair_scales(b0, b1, d8[k / 256]), facc);
     }
     return _mm512_reduce_add_ps(facc);
 }
@@ -822,11 +826,7 @@ static float q4_0_row_dot(const uint8_t *row, int64_t n, const int8_t *q, const 
         const int32_t s1 = sum16[k / 16 + 2] + sum16[k / 16 + 3];
         acc = _mm512_sub_epi32(
             acc, _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(s0), _mm512_set1_epi32(s1)));
-        const float da = d8[k / 256];
-        const __m512 sc =
-            _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(_cvtsh_ss(bn_rd_u16(b0)) * da),
-                                 _mm512_set1_ps(_cvtsh_ss(bn_rd_u16(b1)) * da));
-        facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sc, facc);
+        facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), pair_scales(b0, b1, d8[k / 256]), facc);
     }
     return _mm512_reduce_add_ps(facc);
 }
