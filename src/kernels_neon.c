@@ -18,31 +18,32 @@
 
 #include <arm_neon.h>
 
+/* The 128 weights held in 32 code bytes (v0 = bytes 0-15, v1 = 16-31)
+ * times activations a[0..127], into two accumulators: group g (elements
+ * 32g + m, byte m) sits in bits S<g>..S<g>+1. TQ2_0 runs put group g in
+ * bits 2g, I2_S blocks in bits 6 - 2g (shifts by a register: 0 is allowed). */
+#define DOT128(acc0, acc1, v0, v1, a, S0, S1, S2, S3)                                              \
+    do {                                                                                           \
+        const uint8x16_t m3_ = vdupq_n_u8(3);                                                      \
+        const int8x16_t one_ = vdupq_n_s8(1);                                                      \
+        TDOT(acc0, vandq_u8(vshlq_u8(v0, vdupq_n_s8(-(S0))), m3_), (a) + 0);                       \
+        TDOT(acc1, vandq_u8(vshlq_u8(v1, vdupq_n_s8(-(S0))), m3_), (a) + 16);                      \
+        TDOT(acc0, vandq_u8(vshlq_u8(v0, vdupq_n_s8(-(S1))), m3_), (a) + 32);                      \
+        TDOT(acc1, vandq_u8(vshlq_u8(v1, vdupq_n_s8(-(S1))), m3_), (a) + 48);                      \
+        TDOT(acc0, vandq_u8(vshlq_u8(v0, vdupq_n_s8(-(S2))), m3_), (a) + 64);                      \
+        TDOT(acc1, vandq_u8(vshlq_u8(v1, vdupq_n_s8(-(S2))), m3_), (a) + 80);                      \
+        TDOT(acc0, vandq_u8(vshlq_u8(v0, vdupq_n_s8(-(S3))), m3_), (a) + 96);                      \
+        TDOT(acc1, vandq_u8(vshlq_u8(v1, vdupq_n_s8(-(S3))), m3_), (a) + 112);                     \
+    } while (0)
+/* acc += (c - 1) . a for 16 codes c and 16 activations at p */
+#define TDOT(acc, c, p) acc = vdotq_s32(acc, vsubq_s8(vreinterpretq_s8_u8(c), one_), vld1q_s8(p))
+
 /* Integer sum of one TQ2_0 block (256) with 256 activations. */
 static inline int32_t tq2_0_block_isum(const uint8_t *b, const int8_t *a) {
-    const uint8x16_t m3 = vdupq_n_u8(3);
-    const int8x16_t one = vdupq_n_s8(1);
     int32x4_t acc0 = vdupq_n_s32(0), acc1 = vdupq_n_s32(0);
     for (int j = 0; j < 2; j++) {
         const uint8x16_t v0 = vld1q_u8(b + 32 * j), v1 = vld1q_u8(b + 32 * j + 16);
-        const int8_t *aj = a + 128 * j;
-        /* bits 2l..2l+1 of byte m of the run hold element 32l + m */
-        const uint8x16_t c00 = vandq_u8(v0, m3), c01 = vandq_u8(v1, m3);
-        const uint8x16_t c10 = vandq_u8(vshrq_n_u8(v0, 2), m3),
-                         c11 = vandq_u8(vshrq_n_u8(v1, 2), m3);
-        const uint8x16_t c20 = vandq_u8(vshrq_n_u8(v0, 4), m3),
-                         c21 = vandq_u8(vshrq_n_u8(v1, 4), m3);
-        const uint8x16_t c30 = vshrq_n_u8(v0, 6), c31 = vshrq_n_u8(v1, 6);
-#define TDOT(acc, c, off)                                                                          \
-    acc = vdotq_s32(acc, vsubq_s8(vreinterpretq_s8_u8(c), one), vld1q_s8(aj + (off)))
-        TDOT(acc0, c00, 0);
-        TDOT(acc1, c01, 16);
-        TDOT(acc0, c10, 32);
-        TDOT(acc1, c11, 48);
-        TDOT(acc0, c20, 64);
-        TDOT(acc1, c21, 80);
-        TDOT(acc0, c30, 96);
-        TDOT(acc1, c31, 112);
+        DOT128(acc0, acc1, v0, v1, a + 128 * j, 0, 2, 4, 6);
     }
     return vaddvq_s32(vaddq_s32(acc0, acc1));
 }
@@ -70,8 +71,6 @@ static void neon_matmul_i2_s(const bn_tensor *w, const int8_t *q, const float *a
                              int64_t n_tok, float *out, int64_t out_stride, int64_t r0,
                              int64_t r1) {
     const int64_t n = w->n_cols, nb = n / BN_QK_I2_S;
-    const uint8x16_t m3 = vdupq_n_u8(3);
-    const int8x16_t one = vdupq_n_s8(1);
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
         for (int64_t t = 0; t < n_tok; t++) {
@@ -79,23 +78,8 @@ static void neon_matmul_i2_s(const bn_tensor *w, const int8_t *q, const float *a
             int32x4_t acc0 = vdupq_n_s32(0), acc1 = vdupq_n_s32(0);
             for (int64_t b = 0; b < nb; b++) {
                 const uint8_t *blk = row + b * BN_I2_S_BYTES;
-                const int8_t *aj = a + b * BN_QK_I2_S;
-                const uint8x16_t v0 = vld1q_u8(blk), v1 = vld1q_u8(blk + 16);
-                /* group g (elements 32g + p) sits in bits 6 - 2g .. 7 - 2g */
-                const uint8x16_t c00 = vshrq_n_u8(v0, 6), c01 = vshrq_n_u8(v1, 6);
-                const uint8x16_t c10 = vandq_u8(vshrq_n_u8(v0, 4), m3),
-                                 c11 = vandq_u8(vshrq_n_u8(v1, 4), m3);
-                const uint8x16_t c20 = vandq_u8(vshrq_n_u8(v0, 2), m3),
-                                 c21 = vandq_u8(vshrq_n_u8(v1, 2), m3);
-                const uint8x16_t c30 = vandq_u8(v0, m3), c31 = vandq_u8(v1, m3);
-                TDOT(acc0, c00, 0);
-                TDOT(acc1, c01, 16);
-                TDOT(acc0, c10, 32);
-                TDOT(acc1, c11, 48);
-                TDOT(acc0, c20, 64);
-                TDOT(acc1, c21, 80);
-                TDOT(acc0, c30, 96);
-                TDOT(acc1, c31, 112);
+                DOT128(acc0, acc1, vld1q_u8(blk), vld1q_u8(blk + 16), a + b * BN_QK_I2_S, 6, 4, 2,
+                       0);
             }
             const int32_t isum = vaddvq_s32(vaddq_s32(acc0, acc1));
             out[t * out_stride + r] = (float)isum * w->scale / act_scale[t];
@@ -103,6 +87,7 @@ static void neon_matmul_i2_s(const bn_tensor *w, const int8_t *q, const float *a
     }
 }
 #undef TDOT
+#undef DOT128
 
 /* Filled from the reference set, with the NEON ternary matmuls on top. */
 const bn_kernels *bn_kernels_neon_init(bn_kernels *k) {
