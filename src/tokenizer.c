@@ -827,6 +827,15 @@ static void py_strip(const char *s, size_t n, size_t *a, size_t *b) {
     *b = j;
 }
 
+/* "System: ", "User: " or "Assistant: ", the header both chat encoders put
+ * before a message of that role; NULL for any other role. */
+static const char *chat_role_header(const char *role) {
+    if (strcmp(role, "system") == 0) return "System: ";
+    if (strcmp(role, "user") == 0) return "User: ";
+    if (strcmp(role, "assistant") == 0) return "Assistant: ";
+    return NULL;
+}
+
 /* The chat template of the official bitnet-b1.58-2B-4T GGUF / tokenizer_config:
  * "<|begin_of_text|>" then "{Role}: {content}<|eot_id|>" per message, and
  * "Assistant: " to prompt a reply. Unlike the original ChatFormat, header and
@@ -850,18 +859,12 @@ bn_status bn_chat_encode_template(const bn_tokenizer *t, const bn_chat_message *
     for (size_t i = 0; i <= n; i++) {
         if (i == n && !add_generation_prompt) break;
         const char *role = i < n ? msgs[i].role : "assistant";
-        const char *hdr;
         if (!role) {
             st = bn_fail(err, BN_ERR_INVALID_ARG, "chat message %zu has no role", i);
             goto done;
         }
-        if (strcmp(role, "system") == 0)
-            hdr = "System: ";
-        else if (strcmp(role, "user") == 0)
-            hdr = "User: ";
-        else if (strcmp(role, "assistant") == 0)
-            hdr = "Assistant: ";
-        else {
+        const char *hdr = chat_role_header(role);
+        if (!hdr) {
             st = bn_fail(err, BN_ERR_INVALID_ARG, "chat role '%.64s' is not in the template", role);
             goto done;
         }
@@ -910,18 +913,12 @@ bn_status bn_chat_encode_dialog(const bn_tokenizer *t, const bn_chat_message *ms
     for (size_t i = 0; i <= n; i++) {
         const char *role = i < n ? msgs[i].role : "assistant";
         if (i == n && !add_generation_prompt) break;
-        const char *hdr;
         if (!role) {
             st = bn_fail(err, BN_ERR_INVALID_ARG, "chat message %zu has no role", i);
             goto done;
         }
-        if (strcmp(role, "system") == 0)
-            hdr = "System: ";
-        else if (strcmp(role, "user") == 0)
-            hdr = "User: ";
-        else if (strcmp(role, "assistant") == 0)
-            hdr = "Assistant: ";
-        else {
+        const char *hdr = chat_role_header(role);
+        if (!hdr) {
             st = bn_fail(err, BN_ERR_INVALID_ARG, "Role %.64s not implemented.", role);
             goto done;
         }
