@@ -238,16 +238,6 @@ void bn_unmap_file(void *p, size_t size) {
 /* Sniffing                                                                 */
 /* ------------------------------------------------------------------------ */
 
-static int is_dir(const char *path) {
-    struct stat sb;
-    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
-static int is_file(const char *path) {
-    struct stat sb;
-    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);
     return n >= m && strcmp(s + n - m, suffix) == 0;
@@ -262,7 +252,7 @@ static char *join(const char *dir, const char *name) {
 
 static int dir_has(const char *dir, const char *name) {
     char *p = join(dir, name);
-    int r = p && is_file(p);
+    int r = p && bn_is_file(p);
     free(p);
     return r;
 }
@@ -278,7 +268,7 @@ static size_t head_bytes(const char *path, uint8_t *buf, size_t n) {
 
 bn_ckpt_format bn_checkpoint_sniff(const char *path) {
     if (!path) return BN_CKPT_UNKNOWN;
-    if (is_dir(path)) {
+    if (bn_is_dir(path)) {
         if (dir_has(path, "model.safetensors") || dir_has(path, "model.safetensors.index.json"))
             return BN_CKPT_HF_DIR;
         if (dir_has(path, "model_state_int2.pt") || dir_has(path, "model_state_fp16.pt") ||
@@ -503,7 +493,7 @@ static bn_status pt_config(source *s, bn_error *err) {
     int64_t qkv_rows = qkv->shape[0];
     int have_kv = 0;
     char *cfg = s->dir ? join(s->dir, "params.json") : NULL;
-    if (cfg && is_file(cfg)) {
+    if (cfg && bn_is_file(cfg)) {
         bn_json *j = NULL;
         bn_status st = read_json_file(cfg, &j, err);
         if (st) {
@@ -1450,7 +1440,7 @@ static bn_status open_source(const char *path, const bn_checkpoint_opts *o, sour
         if (st) return st;
         file = join(s->dir, "config.json");
         if (!file) return bn_fail(err, BN_ERR_NOMEM, "out of memory");
-        if (!is_file(file)) {
+        if (!bn_is_file(file)) {
             st =
                 bn_fail(err, BN_ERR_NOT_FOUND, "%s: no config.json beside the safetensors", s->dir);
         } else {
@@ -1472,7 +1462,7 @@ static bn_status open_source(const char *path, const bn_checkpoint_opts *o, sour
             }
             for (int i = 0; i < 3 && !file; i++) {
                 char *p = join(s->dir, pref[i]);
-                if (p && is_file(p))
+                if (p && bn_is_file(p))
                     file = p;
                 else
                     free(p);
@@ -1553,9 +1543,9 @@ static bn_status convert_source(source *s, const bn_checkpoint_opts *o, const ch
         if (!tj || !tm) {
             st = bn_fail(err, BN_ERR_NOMEM, "out of memory");
         } else {
-            if (is_file(tj)) ts = write_hf_tokenizer(&c, tj, &s->hp);
-            if (ts == BN_ERR_NOT_FOUND && is_file(tm)) ts = write_spm_tokenizer(&c, tm, &s->hp);
-            if (ts == BN_ERR_NOT_FOUND && is_file(tm))
+            if (bn_is_file(tj)) ts = write_hf_tokenizer(&c, tj, &s->hp);
+            if (ts == BN_ERR_NOT_FOUND && bn_is_file(tm)) ts = write_spm_tokenizer(&c, tm, &s->hp);
+            if (ts == BN_ERR_NOT_FOUND && bn_is_file(tm))
                 ts = write_tiktoken_tokenizer(&c, tm, &s->hp);
             if (ts != BN_OK && ts != BN_ERR_NOT_FOUND) st = ts;
         }

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 bn_status bn_fail(bn_error *err, bn_status code, const char *fmt, ...) {
@@ -124,6 +125,16 @@ void *bn_aligned_alloc(size_t size) {
 }
 
 void bn_aligned_free(void *p) { free(p); }
+
+int bn_is_dir(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+int bn_is_file(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
 
 int bn_n_cpus(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -57,6 +57,10 @@ uint16_t bn_fp32_to_bf16(float f);
 void *bn_aligned_alloc(size_t size);
 void bn_aligned_free(void *p);
 
+/* 1 if path names a directory / a regular file (following links). */
+int bn_is_dir(const char *path);
+int bn_is_file(const char *path);
+
 /* Number of online CPUs (at least 1). */
 int bn_n_cpus(void);
 

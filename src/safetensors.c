@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "checkpoint.h"
 #include "json.h"
@@ -179,16 +178,6 @@ bn_status bn_safetensors_parse(const void *data, size_t size, bn_tensor_set *out
     return st;
 }
 
-static int is_dir(const char *path) {
-    struct stat sb;
-    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
-static int exists(const char *path) {
-    struct stat sb;
-    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
 static bn_status open_one(const char *path, bn_tensor_set *out, bn_error *err) {
     void *p = NULL;
     size_t size = 0;
@@ -289,7 +278,7 @@ static bn_status open_index(const char *dir, const char *index, bn_tensor_set *o
 
 bn_status bn_safetensors_open(const char *path, bn_tensor_set *out, bn_error *err) {
     if (!path || !out) return bn_fail(err, BN_ERR_INVALID_ARG, "safetensors: NULL argument");
-    if (!is_dir(path)) {
+    if (!bn_is_dir(path)) {
         size_t n = strlen(path);
         if (n > 11 && !strcmp(path + n - 11, ".index.json")) {
             char *dir = malloc(n + 2);
@@ -312,11 +301,11 @@ bn_status bn_safetensors_open(const char *path, bn_tensor_set *out, bn_error *er
     if (!p) return bn_fail(err, BN_ERR_NOMEM, "out of memory");
     bn_status st;
     snprintf(p, need, "%s/model.safetensors.index.json", path);
-    if (exists(p)) {
+    if (bn_is_file(p)) {
         st = open_index(path, p, out, err);
     } else {
         snprintf(p, need, "%s/model.safetensors", path);
-        if (exists(p)) {
+        if (bn_is_file(p)) {
             st = open_one(p, out, err);
         } else {
             st = bn_fail(err, BN_ERR_NOT_FOUND,
