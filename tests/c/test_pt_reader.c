@@ -370,38 +370,7 @@ static void test_seeds(void) {
 
 /* The fuzz seed of the checkpoint mapping (pt-int2) converts to a GGUF image
  * that the reader accepts; every truncation of it is refused cleanly. */
-static void test_image_seed(void) {
-    size_t n = 0;
-    unsigned char *b = bn_test_read_file("tests/fuzz/corpus/ckpt/pt-int2", &n);
-    CHECK(b != NULL && n > 1);
-    if (!b) return;
-    static const char cfg[] =
-        "{\"architectures\":[\"BitNetForCausalLM\"],\"vocab_size\":32,\"hidden_size\":128,"
-        "\"intermediate_size\":256,\"num_hidden_layers\":1,\"num_attention_heads\":2,"
-        "\"num_key_value_heads\":1,\"hidden_act\":\"relu2\",\"max_position_embeddings\":64,"
-        "\"rms_norm_eps\":1e-5,\"rope_theta\":500000.0}";
-    void *img = NULL;
-    size_t sz = 0;
-    bn_error err;
-    CHECK_OK(
-        bn_checkpoint_image_memory(1, b + 1, n - 1, cfg, sizeof cfg - 1, NULL, &img, &sz, &err),
-        &err);
-    bn_gguf *g = NULL;
-    if (img) CHECK_OK(bn_gguf_open_memory(img, sz, &g, &err), &err);
-    CHECK(g && bn_gguf_n_tensors(g) == 13);
-    bn_gguf_close(g);
-    bn_checkpoint_free_memory(img);
-    int all = 1;
-    for (size_t cut = 0; cut + 1 < n; cut += 61) {
-        img = NULL;
-        if (bn_checkpoint_image_memory(1, b + 1, cut, cfg, sizeof cfg - 1, NULL, &img, &sz, &err) ==
-            BN_OK)
-            all = 0;
-        bn_checkpoint_free_memory(img);
-    }
-    CHECK(all);
-    free(b);
-}
+static void test_image_seed(void) { bn_test_image_seed(1, "tests/fuzz/corpus/ckpt/pt-int2"); }
 
 int main(void) {
     test_image_seed();

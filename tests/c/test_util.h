@@ -71,6 +71,46 @@ static inline unsigned char *bn_test_read_file(const char *path, size_t *size) {
     return buf;
 }
 
+#ifdef BN_CHECKPOINT_H
+/* A fuzz seed of the checkpoint mapping (tests/fuzz/corpus/ckpt/: one byte
+ * for fuzz_ckpt, then the file; `pt` 1 for a torch.save zip, 0 for
+ * safetensors) converts to a GGUF image that the reader accepts; every
+ * truncation of it is refused cleanly. Only for tests that include
+ * checkpoint.h before this header. */
+static inline void bn_test_image_seed(int pt, const char *path) {
+    size_t n = 0;
+    unsigned char *b = bn_test_read_file(path, &n);
+    CHECKF(b != NULL && n > 1, "%s", path);
+    if (!b) return;
+    static const char cfg[] =
+        "{\"architectures\":[\"BitNetForCausalLM\"],\"vocab_size\":32,\"hidden_size\":128,"
+        "\"intermediate_size\":256,\"num_hidden_layers\":1,\"num_attention_heads\":2,"
+        "\"num_key_value_heads\":1,\"hidden_act\":\"relu2\",\"max_position_embeddings\":64,"
+        "\"rms_norm_eps\":1e-5,\"rope_theta\":500000.0}";
+    void *img = NULL;
+    size_t sz = 0;
+    bn_error err;
+    CHECK_OK(
+        bn_checkpoint_image_memory(pt, b + 1, n - 1, cfg, sizeof cfg - 1, NULL, &img, &sz, &err),
+        &err);
+    bn_gguf *g = NULL;
+    if (img) CHECK_OK(bn_gguf_open_memory(img, sz, &g, &err), &err);
+    CHECKF(g && bn_gguf_n_tensors(g) == 13, "%s", path);
+    bn_gguf_close(g);
+    bn_checkpoint_free_memory(img);
+    int all = 1;
+    for (size_t cut = 0; cut + 1 < n; cut += 61) {
+        img = NULL;
+        if (bn_checkpoint_image_memory(pt, b + 1, cut, cfg, sizeof cfg - 1, NULL, &img, &sz,
+                                       &err) == BN_OK)
+            all = 0;
+        bn_checkpoint_free_memory(img);
+    }
+    CHECKF(all, "%s", path);
+    free(b);
+}
+#endif /* BN_CHECKPOINT_H */
+
 #define TESTDATA "../shared/testdata/"
 
 #endif /* BN_TEST_UTIL_H */

@@ -4,13 +4,11 @@
  * input or an unexplained failure is a bug. */
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "checkpoint.h"
+#include "fuzz_tensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static volatile uint64_t sink;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     bn_tensor_set ts;
@@ -18,14 +16,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     bn_tset_init(&ts);
     if (bn_pt_parse(data, size, &ts, &err) == BN_OK) {
         if (ts.n == 0) abort();
-        for (size_t i = 0; i < ts.n; i++) {
-            const bn_ckpt_tensor *t = &ts.t[i];
-            if (!t->name || bn_tset_find(&ts, t->name) != t) abort();
-            if (t->nbytes == 0) continue;
-            if (t->data < data || t->nbytes > size || t->data + t->nbytes > data + size) abort();
-            if ((uint64_t)bn_ckpt_numel(t) * bn_dtype_size(t->dtype) != t->nbytes) abort();
-            sink += t->data[0] + t->data[t->nbytes - 1];
-        }
+        for (size_t i = 0; i < ts.n; i++)
+            fuzz_check_tensor(&ts, &ts.t[i], data, size);
     } else if (err.msg[0] == '\0') {
         abort();
     }
