@@ -155,14 +155,15 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n_mat; i++) {
         bn_tensor t = {BN_TYPE_TQ2_0, cols, rows, bn_row_bytes(BN_TYPE_TQ2_0, cols), tmp, 1.0f,
                        "w",           0,    0};
-        const size_t pb = k->packed_size ? k->packed_size(&t) : 0;
+        int layout = 0;
+        const size_t pb = k->packed_size ? k->packed_size(&t, &layout) : 0;
         if (pb) {
             void *dst = bn_aligned_alloc(pb);
             if (!dst) {
                 fprintf(stderr, "out of memory\n");
                 return 1;
             }
-            k->pack(&t, dst);
+            k->pack(&t, layout, dst);
             w_bytes += pb;
         } else {
             void *dst = bn_aligned_alloc(tq_bytes);

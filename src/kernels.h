@@ -70,11 +70,6 @@ typedef struct bn_kernels {
     /* Indexed by type id; NULL where the type has no kernel of that kind. */
     bn_matmul_i8_fn matmul_i8[BN_TYPE_COUNT_];
     bn_matmul_f32_fn matmul_f32[BN_TYPE_COUNT_];
-    /* Optional repacking of a BitLinear weight into a layout chosen for this
-     * set's matmul_i8, done once at load (model.c, bind_matrix). packed_size
-     * returns the bytes that pack needs for w (0: keep the file layout);
-     * pack writes them to dst (64-byte aligned) from w's current data and
-     * points w at dst with its layout id. NULL in sets without a layout. */
     /* Bit t set: matmul_f32[t] quantizes the activations to int8 per 256
      * columns (scale max|x| / 127, as llama.cpp's Q8_K) and takes integer
      * dot products, so it differs from float math by that rounding. */
@@ -82,8 +77,14 @@ typedef struct bn_kernels {
     bn_attn_head_fn attn_head;
     bn_attn_head2_fn attn_head2;
     bn_ffn_act_fn ffn_act;
-    size_t (*packed_size)(const bn_tensor *w);
-    void (*pack)(bn_tensor *w, void *dst);
+    /* Optional repacking of a BitLinear weight into a layout chosen for this
+     * set's matmul_i8, done once at load (model.c, bind_matrix). packed_size
+     * chooses the layout for w (*layout) and returns the bytes it needs (0:
+     * keep the file layout); pack(w, that layout, dst) writes them to dst
+     * (64-byte aligned) from w's current data and points w at dst with its
+     * layout id. NULL in sets without a layout. */
+    size_t (*packed_size)(const bn_tensor *w, int *layout);
+    void (*pack)(bn_tensor *w, int layout, void *dst);
 } bn_kernels;
 
 /* The reference attention and FFN activation (kernels_ref.c), which sets

@@ -246,12 +246,13 @@ static void avx2_matmul_i2_s(const bn_tensor *w, const int8_t *q, const float *a
  * read by the TQ2_0 kernel. */
 enum { AVX2_LAYOUT_TQ2 = 1 };
 
-static size_t avx2_packed_size(const bn_tensor *w) {
+static size_t avx2_packed_size(const bn_tensor *w, int *layout) {
     if (w->type != BN_TYPE_TQ1_0 || w->n_cols <= 0 || w->n_cols % BN_QK_K != 0) return 0;
+    *layout = AVX2_LAYOUT_TQ2;
     return (size_t)w->n_rows * (size_t)(w->n_cols / BN_QK_K) * BN_TQ2_0_BYTES;
 }
 
-static void avx2_pack(bn_tensor *w, void *dst) {
+static void avx2_pack(bn_tensor *w, int layout, void *dst) {
     const int64_t nb = w->n_cols / BN_QK_K;
     uint8_t *out = dst;
     int8_t v[BN_QK_K];
@@ -275,7 +276,7 @@ static void avx2_pack(bn_tensor *w, void *dst) {
     }
     w->data = dst;
     w->row_bytes = (size_t)nb * BN_TQ2_0_BYTES;
-    w->layout = AVX2_LAYOUT_TQ2;
+    w->layout = layout;
 }
 
 static void avx2_matmul_tq1_0(const bn_tensor *w, const int8_t *q, const float *act_scale,

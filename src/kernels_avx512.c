@@ -73,9 +73,15 @@ static int b3_ok(const bn_tensor *w);
 static size_t b3_packed_size(const bn_tensor *w);
 static void *b3_pack_groups(void *arg);
 
-static size_t avx512_packed_size(const bn_tensor *w) {
+/* B3 where b3_ok (which reads the whole tensor: once per tensor, here),
+ * else R16. */
+static size_t avx512_packed_size(const bn_tensor *w, int *layout) {
     if (!packable(w)) return 0;
-    if (b3_ok(w)) return b3_packed_size(w);
+    if (b3_ok(w)) {
+        *layout = BN_LAYOUT_B3;
+        return b3_packed_size(w);
+    }
+    *layout = BN_LAYOUT_R16;
     const size_t groups = (size_t)(w->n_rows + 15) / 16;
     size_t bytes = groups * (size_t)w->n_cols * 4;
     if (is_tq(w->type)) bytes += groups * (size_t)(w->n_cols / 256) * 32;
@@ -197,8 +203,8 @@ static void *pack_groups(void *arg) {
 
 /* Repacks on two threads when the matrix is large (load time: the 2B-4T
  * model's 2 G weights), on the caller alone if a thread cannot start. */
-static void avx512_pack(bn_tensor *w, void *dst) {
-    const int b3 = b3_ok(w);
+static void avx512_pack(bn_tensor *w, int layout, void *dst) {
+    const int b3 = layout == BN_LAYOUT_B3;
     const int rows = b3 ? B3_ROWS : 16;
     const int64_t groups = (w->n_rows + rows - 1) / rows;
     void *(*fn)(void *) = b3 ? b3_pack_groups : pack_groups;

@@ -350,12 +350,13 @@ static bn_status bind_matrix(bn_model *m, const char *name, int64_t n_cols, int6
         /* The kernel set's own layout, repacked once (bn_kernels.pack). The
          * file's pages of the tensor are then dropped from this process
          * (they stay in the page cache), so that they do not count twice. */
-        const size_t packed = m->kernels->packed_size ? m->kernels->packed_size(t) : 0;
+        int layout = 0;
+        const size_t packed = m->kernels->packed_size ? m->kernels->packed_size(t, &layout) : 0;
         if (packed > 0 && m->kernels->pack) {
             void *dst = own_alloc(m, packed);
             if (!dst) return bn_fail(err, BN_ERR_NOMEM, "tensor '%s': out of memory", name);
             const void *src = t->data;
-            m->kernels->pack(t, dst);
+            m->kernels->pack(t, layout, dst);
             if (src == data && !m->file_buf) { /* data is in the model's own file mapping */
                 const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
                 const uintptr_t a = ((uintptr_t)data + pg - 1) / pg * pg;

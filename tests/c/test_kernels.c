@@ -404,7 +404,8 @@ static void test_packed(const bn_kernels *k, int64_t n_rows, int64_t n_cols, int
     for (int i = 0; i < 3 && want && got; i++) {
         bn_tensor w = tensor_of(&c, i);
         if (!k->matmul_i8[w.type]) continue;
-        const size_t bytes = k->packed_size(&w);
+        int layout = 0;
+        const size_t bytes = k->packed_size(&w, &layout);
         /* the AVX-512 set repacks every ternary type; the AVX2 set only
          * TQ1_0 (into TQ2_0 blocks) */
         const int must = strcmp(k->name, "avx512vnni") == 0 || w.type == BN_TYPE_TQ1_0;
@@ -418,7 +419,7 @@ static void test_packed(const bn_kernels *k, int64_t n_rows, int64_t n_cols, int
         }
         ref->matmul_i8[w.type](&w, c.q, c.act, n_tok, want, n_rows, 0, n_rows);
         bn_tensor p = w;
-        k->pack(&p, dst);
+        k->pack(&p, layout, dst);
         CHECK(p.layout != 0 && p.data == dst);
         if (expect_group) {
             CHECKF(p.row_group == expect_group, "%s/%s: row group %d, expected %d", k->name, w.name,
@@ -479,14 +480,15 @@ static void test_packed_fallback(const bn_kernels *k) {
         if (c == 2) buf[5 * bn_row_bytes(type, C) + 7] |= 0x0c; /* row 5: one field = 3 */
         bn_tensor w = {type, C, R, bn_row_bytes(type, C), buf, 1.0f, "w", 0, 0};
         ref->matmul_i8[type](&w, q, act, T, want, R, 0, R);
-        const size_t bytes = k->packed_size(&w);
+        int layout = 0;
+        const size_t bytes = k->packed_size(&w, &layout);
         void *dst = bytes ? bn_aligned_alloc(bytes) : NULL;
         if (!dst) {
             CHECK(bytes == 0 || !"out of memory");
             continue;
         }
         bn_tensor p = w;
-        k->pack(&p, dst);
+        k->pack(&p, layout, dst);
         CHECKF(p.row_group == 16, "%s case %d: row group %d, expected the 2-bit layout", k->name, c,
                p.row_group);
         k->matmul_i8[type](&p, q, act, T, got, R, 0, 41);
