@@ -55,6 +55,33 @@ def tiny_gguf(testdata: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tok_path(testdata: Path) -> str:
+    """The real Llama-3 ``tokenizer.model`` (skips the test when it is missing)."""
+    p = testdata / "tokenizers" / "llama3" / "tokenizer.model"
+    if not p.is_file():
+        pytest.skip(f"{p} not found")
+    return str(p)
+
+
+@pytest.fixture(scope="session")
+def ckpt(tok_path: str) -> Path:
+    """A tiny synthetic checkpoint directory (``model.gguf`` and the Llama-3
+    ``tokenizer.model``) from ``bitnet_py.testing.tiny_checkpoint``."""
+    from bitnet_py.testing import tiny_checkpoint
+
+    return tiny_checkpoint(tokenizer=tok_path)
+
+
+@pytest.fixture()
+def model_env(ckpt: Path, tok_path: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``ckpt``, with BITNET_MODEL and BITNET_TOKENIZER pointing at its model
+    and tokenizer for the code under test (examples/, notebooks/)."""
+    monkeypatch.setenv("BITNET_MODEL", str(ckpt / "model.gguf"))
+    monkeypatch.setenv("BITNET_TOKENIZER", tok_path)
+    return ckpt
+
+
+@pytest.fixture(scope="session")
 def gguf_manifest(testdata: Path) -> list[dict[str, Any]]:
     with open(testdata / "gguf" / "gguf_manifest.json", encoding="utf-8") as f:
         data: list[dict[str, Any]] = json.load(f)

@@ -17,19 +17,6 @@ from bitnet_py import synthetic as S
 
 
 @pytest.fixture(scope="module")
-def tok_path(testdata: Path) -> str:
-    p = testdata / "tokenizers" / "llama3" / "tokenizer.model"
-    if not p.is_file():
-        pytest.skip(f"{p} not found")
-    return str(p)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tok_path: str) -> Path:
-    return tiny_checkpoint(tokenizer=tok_path)
-
-
-@pytest.fixture(scope="module")
 def model(ckpt: Path) -> bn.BitNetModel:
     return bn.load_model(str(ckpt / "model.gguf"))
 

@@ -13,23 +13,13 @@ import pytest
 import bitnet_py as bn
 from bitnet_py import _core
 from bitnet_py._engine import CancelToken, Engine, GenParams, check_device
-from bitnet_py.testing import tiny_checkpoint
 
 PROMPTS = ["Hello, my name is", "The capital of France is", "In the year 2024,", "a"]
 
 
 @pytest.fixture(scope="module")
-def tok_path(testdata: Path) -> str:
-    p = testdata / "tokenizers" / "llama3" / "tokenizer.model"
-    if not p.is_file():
-        pytest.skip(f"{p} not found")
-    return str(p)
-
-
-@pytest.fixture(scope="module")
-def engine(tok_path: str) -> Engine:
-    d = tiny_checkpoint(tokenizer=tok_path)
-    model = _core.Model(str(d / "model.gguf"))
+def engine(ckpt: Path, tok_path: str) -> Engine:
+    model = _core.Model(str(ckpt / "model.gguf"))
     return Engine(model, _core.Tokenizer(tok_path))
 
 
@@ -251,8 +241,7 @@ def test_context_sized_to_need_and_pool_cap(engine: Engine) -> None:
         engine.pool_cap_bytes = None
 
 
-def test_memory_config_cache_size(tok_path: str) -> None:
-    d = tiny_checkpoint(tokenizer=tok_path)
-    m = bn.load_model(str(d), memory_config=bn.MemoryConfig(cache_size_mb=1, enable_memory_mapping=False))
+def test_memory_config_cache_size(ckpt: Path) -> None:
+    m = bn.load_model(str(ckpt), memory_config=bn.MemoryConfig(cache_size_mb=1, enable_memory_mapping=False))
     assert m.pool_cap_bytes == 2**20
     assert m.engine().pool_cap_bytes == 2**20

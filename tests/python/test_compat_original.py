@@ -21,19 +21,6 @@ from bitnet_py.testing import tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
-def tok_path(testdata: Path) -> str:
-    p = testdata / "tokenizers" / "llama3" / "tokenizer.model"
-    if not p.is_file():
-        pytest.skip(f"{p} not found")
-    return str(p)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tok_path: str) -> Path:
-    return tiny_checkpoint(tokenizer=tok_path)
-
-
-@pytest.fixture(scope="module")
 def gen(ckpt: Path) -> fast.FastGen:
     return fast.FastGen.build(str(ckpt), GenArgs(), "cuda:0")
 

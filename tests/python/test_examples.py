@@ -11,20 +11,7 @@ from types import ModuleType
 
 import pytest
 
-from bitnet_py.testing import tiny_checkpoint
-
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-@pytest.fixture()
-def paths(testdata: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    tok = testdata / "tokenizers" / "llama3" / "tokenizer.model"
-    if not tok.is_file():
-        pytest.skip(f"{tok} not found")
-    d = tiny_checkpoint(tokenizer=str(tok))
-    monkeypatch.setenv("BITNET_MODEL", str(d / "model.gguf"))
-    monkeypatch.setenv("BITNET_TOKENIZER", str(tok))
-    return d
 
 
 def load(name: str) -> ModuleType:
@@ -43,7 +30,7 @@ def test_readmes() -> None:
         assert "BITNET_MODEL=" in text and "```bash" in text and "127.0.0.1" in text
 
 
-def test_fastapi_app(paths: Path) -> None:
+def test_fastapi_app(model_env: Path) -> None:
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
     app = load("fastapi_app").app
@@ -71,7 +58,7 @@ def test_fastapi_app(paths: Path) -> None:
     assert "".join(e[len("data: "):] for e in events[:-1]).strip()
 
 
-def test_flask_app(paths: Path) -> None:
+def test_flask_app(model_env: Path) -> None:
     pytest.importorskip("flask")
     app = load("flask_app").app
     c = app.test_client()
@@ -85,7 +72,7 @@ def test_flask_app(paths: Path) -> None:
     assert c.post("/batch", json={"prompts": []}).status_code == 500
 
 
-def test_streamlit_app(paths: Path) -> None:
+def test_streamlit_app(model_env: Path) -> None:
     pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
 

@@ -43,6 +43,7 @@ from bitnet_py import convert as C  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ckpt_writers as W  # noqa: E402
+from _helpers import eager_torch, load_hf_bitnet  # noqa: E402
 
 FORMAT_ATOL = 1e-4
 PROMPT = [int(t) for t in np.random.default_rng(7).integers(3, 512, 24)]
@@ -328,39 +329,12 @@ def _gunzip(src: Path, dst: Path) -> Path:
 def test_transformers_loads_export(written: dict[str, Path], tmp_path: Path, packed: bool) -> None:
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    import torch._dynamo
-    from transformers import BitNetConfig, BitNetForCausalLM
 
     out = C.export_hf(written["gguf-i2_s"], tmp_path / "hf", packed=packed)
-    old, threads = torch._dynamo.config.disable, torch.get_num_threads()
-    torch._dynamo.config.disable = True
-    torch.set_num_threads(1)
-    try:
-        try:
-            import accelerate  # noqa: F401
-
-            hf = BitNetForCausalLM.from_pretrained(str(out), dtype=torch.float32)
-        except ImportError:
-            from safetensors.torch import load_file
-            from transformers.integrations.bitnet import replace_with_bitnet_linear
-            from transformers.utils.quantization_config import BitNetQuantConfig
-
-            cfg = BitNetConfig.from_pretrained(str(out))
-            qc = cfg.quantization_config
-            qc = BitNetQuantConfig(**(qc if isinstance(qc, dict) else qc.to_dict()))
-            cfg.quantization_config = None
-            hf = BitNetForCausalLM(cfg).to(torch.float32)
-            replace_with_bitnet_linear(hf, modules_to_not_convert=["lm_head"], quantization_config=qc)
-            missing, unexpected = hf.load_state_dict(load_file(str(out / "model.safetensors")),
-                                                     strict=False, assign=True)
-            assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
-            hf.tie_weights()
-        hf.eval()
+    with eager_torch():
+        hf = load_hf_bitnet(out)
         with torch.no_grad():
             ref = hf(torch.tensor([PROMPT])).logits[0].double().numpy()
-    finally:
-        torch._dynamo.config.disable = old
-        torch.set_num_threads(threads)
     ours = _eval(out).astype(np.float64)
     gg = _eval(written["gguf-i2_s"]).astype(np.float64)
     print(f"transformers ({'packed' if packed else 'master'}) vs engine: "

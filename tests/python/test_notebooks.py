@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from bitnet_py.testing import tiny_checkpoint
-
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
@@ -29,15 +27,9 @@ TOPICS = {
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_notebook_runs(name: str, testdata: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notebook_runs(name: str, model_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
-    tok = testdata / "tokenizers" / "llama3" / "tokenizer.model"
-    if not tok.is_file():
-        pytest.skip(f"{tok} not found")
-    d = tiny_checkpoint(tokenizer=str(tok))
-    monkeypatch.setenv("BITNET_MODEL", str(d / "model.gguf"))
-    monkeypatch.setenv("BITNET_TOKENIZER", str(tok))
     monkeypatch.setenv("PYTHONPATH", str(REPO / "python") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)

@@ -11,18 +11,13 @@ from pathlib import Path
 import pytest
 
 import bitnet_py as bn
-from bitnet_py.testing import tiny_checkpoint
 
 PROMPT = "Hello, my name is"
 
 
 @pytest.fixture(scope="module")
-def si(testdata: Path) -> bn.SimpleInference:
-    tok = testdata / "tokenizers" / "llama3" / "tokenizer.model"
-    if not tok.is_file():
-        pytest.skip(f"{tok} not found")
-    d = tiny_checkpoint(tokenizer=str(tok))
-    return bn.SimpleInference(bn.load_model(str(d)), bn.create_tokenizer(str(tok)),
+def si(ckpt: Path, tok_path: str) -> bn.SimpleInference:
+    return bn.SimpleInference(bn.load_model(str(ckpt)), bn.create_tokenizer(tok_path),
                               bn.InferenceConfig(do_sample=False, max_new_tokens=24))
 
 

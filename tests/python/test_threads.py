@@ -11,19 +11,14 @@ import pytest
 
 import bitnet_py as bn
 from bitnet_py import _core
-from bitnet_py.testing import tiny_checkpoint
 
 PROMPTS = ["Hello, my name is", "The capital of France is", "In the year 2024,", "a", "Once upon a time",
            "Python is", "日本語", "1 2 3"]
 
 
 @pytest.fixture(scope="module")
-def si(testdata: Path) -> bn.SimpleInference:
-    tok = testdata / "tokenizers" / "llama3" / "tokenizer.model"
-    if not tok.is_file():
-        pytest.skip(f"{tok} not found")
-    d = tiny_checkpoint(tokenizer=str(tok))
-    return bn.SimpleInference(bn.load_model(str(d)), bn.Tokenizer(str(tok)),
+def si(ckpt: Path, tok_path: str) -> bn.SimpleInference:
+    return bn.SimpleInference(bn.load_model(str(ckpt)), bn.Tokenizer(tok_path),
                               bn.InferenceConfig(do_sample=False, max_new_tokens=24))
 
 

@@ -43,6 +43,8 @@ from bitnet_py import synthetic as S
 _core = pytest.importorskip("bitnet_py._core")
 llama_cpp = pytest.importorskip("llama_cpp")
 
+from _helpers import engine, engine_greedy  # noqa: E402
+
 TIGHT = 1e-3
 N_NEW = 32
 PROMPT = [int(t) for t in np.random.default_rng(5).integers(3, 512, 32)]
@@ -107,22 +109,6 @@ def _llama_greedy(llm: Any, tokens: list[int], n: int) -> tuple[list[int], list[
     return out, steps
 
 
-def _engine(path: Path) -> Any:
-    return _core.Context(_core.Model(str(path)), n_ctx=128, n_threads=1)
-
-
-def _engine_greedy(path: Path, tokens: list[int], n: int) -> tuple[list[int], list[np.ndarray]]:
-    ctx = _engine(path)
-    lg = ctx.eval(tokens, logits="last")[-1]
-    out, steps = [], []
-    for _ in range(n):
-        steps.append(np.asarray(lg, dtype=np.float64))
-        t = int(np.argmax(lg))
-        out.append(t)
-        lg = ctx.eval([t], logits="last")[-1]
-    return out, steps
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tuple[S.SyntheticModel, Path]]:
     d = tmp_path_factory.mktemp("llama")
@@ -157,7 +143,7 @@ def test_llama_cpp_reads_our_files_as_intended(files: dict, label: str, wt: str)
 def test_prompt_logits_vs_llama_cpp(files: dict, label: str, wt: str) -> None:
     m, p = files[(label, wt)]
     LL = _llama_prompt_logits(_llama(p), PROMPT)
-    L = np.asarray(_engine(p).eval(PROMPT, logits="all"), dtype=np.float64)
+    L = np.asarray(engine(p).eval(PROMPT, logits="all"), dtype=np.float64)
     d = float(np.max(np.abs(L - LL)))
     p0 = S.first_divergence(L, LL, TIGHT)
     agree = int((L.argmax(1) == LL.argmax(1)).sum())
@@ -186,7 +172,7 @@ def test_prompt_logits_vs_llama_cpp(files: dict, label: str, wt: str) -> None:
 def test_greedy_vs_llama_cpp(files: dict, label: str, wt: str) -> None:
     m, p = files[(label, wt)]
     theirs, lsteps = _llama_greedy(_llama(p), PROMPT, N_NEW)
-    ours, esteps = _engine_greedy(p, PROMPT, N_NEW)
+    ours, esteps = engine_greedy(p, PROMPT, N_NEW)
     same = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), None)
     print(f"\n[llama.cpp] {label} {wt}: greedy {N_NEW} tokens "
           f"{'identical' if same is None else f'diverge at step {same}'}: {ours[:12]}...")
@@ -207,10 +193,10 @@ def test_sharp_model_llama_cpp_defaults(tmp_path: Path, wt: str) -> None:
     p = S.write_gguf(m, tmp_path / f"sharp-{wt}-f16.gguf", wt, "f16")
     llm = _llama_default(p)
     LL = _llama_prompt_logits(llm, PROMPT)
-    L = np.asarray(_engine(p).eval(PROMPT, logits="all"), dtype=np.float64)
+    L = np.asarray(engine(p).eval(PROMPT, logits="all"), dtype=np.float64)
     d = float(np.max(np.abs(L - LL)))
     print(f"\n[llama.cpp defaults] sharp {wt} f16 head: max |logit diff| {d:.3e}")
     assert np.array_equal(L.argmax(1), LL.argmax(1))
     theirs, _ = _llama_greedy(llm, PROMPT, N_NEW)
-    ours, _ = _engine_greedy(p, PROMPT, N_NEW)
+    ours, _ = engine_greedy(p, PROMPT, N_NEW)
     assert ours == theirs

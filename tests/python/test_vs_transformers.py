@@ -49,6 +49,8 @@ _core = pytest.importorskip("bitnet_py._core")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from _helpers import eager_torch, engine, engine_greedy, load_hf_bitnet  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 TIGHT = 1e-3  # float-rounding agreement (observed ~1e-5)
@@ -69,46 +71,15 @@ MODELS: list[tuple[str, dict[str, Any]]] = [
 
 @pytest.fixture(scope="module", autouse=True)
 def _eager_torch() -> Any:
-    import torch._dynamo
-
-    old, threads = torch._dynamo.config.disable, torch.get_num_threads()
-    torch._dynamo.config.disable = True
-    torch.set_num_threads(1)
-    yield
-    torch._dynamo.config.disable = old
-    torch.set_num_threads(threads)
+    with eager_torch():
+        yield
 
 
 def _load_hf(d: Path) -> Any:
-    """transformers' BitNetForCausalLM from our checkpoint, float32. Through
-    from_pretrained when accelerate (which the BitNet quantizer requires) is
-    installed; otherwise the same modules built by hand: the config, then
-    replace_with_bitnet_linear with the checkpoint's quantization config."""
-    from transformers import BitNetConfig, BitNetForCausalLM
-
-    try:
-        import accelerate  # noqa: F401
-
-        try:
-            model = BitNetForCausalLM.from_pretrained(str(d), dtype=torch.float32)
-        except TypeError:  # transformers < 4.56 names it torch_dtype
-            model = BitNetForCausalLM.from_pretrained(str(d), torch_dtype=torch.float32)
-    except ImportError:
-        from safetensors.torch import load_file
-        from transformers.integrations.bitnet import replace_with_bitnet_linear
-        from transformers.utils.quantization_config import BitNetQuantConfig
-
-        cfg = BitNetConfig.from_pretrained(str(d))
-        qc = cfg.quantization_config
-        qc = BitNetQuantConfig(**(qc if isinstance(qc, dict) else qc.to_dict()))
-        cfg.quantization_config = None
-        model = BitNetForCausalLM(cfg).to(torch.float32)
-        replace_with_bitnet_linear(model, modules_to_not_convert=["lm_head"], quantization_config=qc)
-        missing, unexpected = model.load_state_dict(load_file(str(d / "model.safetensors")),
-                                                    strict=False, assign=True)
-        assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
-        model.tie_weights()
-    model.eval()
+    """transformers' BitNetForCausalLM from our checkpoint, float32
+    (_helpers.load_hf_bitnet), with AutoBitLinear in online quantization mode
+    and a plain lm_head."""
+    model = load_hf_bitnet(d)
     from transformers.integrations.bitnet import AutoBitLinear
 
     assert isinstance(model.model.layers[0].self_attn.q_proj, AutoBitLinear)
@@ -190,10 +161,6 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]
     return out
 
 
-def _engine(path: Path) -> Any:
-    return _core.Context(_core.Model(str(path)), n_ctx=128, n_threads=1)
-
-
 @pytest.mark.parametrize("wt", FORMATS)
 @pytest.mark.parametrize("label", [m[0] for m in MODELS])
 def test_prompt_logits(cases: dict[str, dict[str, Any]], label: str, wt: str) -> None:
@@ -201,7 +168,7 @@ def test_prompt_logits(cases: dict[str, dict[str, Any]], label: str, wt: str) ->
     model: S.SyntheticModel = c["model"]
     H: np.ndarray = c["h_logits"]
     p = S.write_gguf(model, c["dir"] / f"{wt}.gguf", wt, "f16")
-    L = np.asarray(_engine(p).eval(PROMPT, logits="all"), dtype=np.float64)
+    L = np.asarray(engine(p).eval(PROMPT, logits="all"), dtype=np.float64)
     d = float(np.max(np.abs(L - H)))
     p0 = S.first_divergence(L, H, TIGHT)
     margin = float(S.top2_margin(H).min())
@@ -220,18 +187,6 @@ def test_prompt_logits(cases: dict[str, dict[str, Any]], label: str, wt: str) ->
     assert S.real_argmax_disagreements(L[p0:], H[p0:], noise=d) == []
 
 
-def _engine_greedy(path: Path, prompt: list[int], n: int) -> tuple[list[int], list[np.ndarray]]:
-    ctx = _engine(path)
-    lg = ctx.eval(prompt, logits="last")[-1]
-    out, steps = [], []
-    for _ in range(n):
-        steps.append(np.asarray(lg, dtype=np.float64))
-        t = int(np.argmax(lg))
-        out.append(t)
-        lg = ctx.eval([t], logits="last")[-1]
-    return out, steps
-
-
 def _hf_greedy(hf: Any, prompt: list[int], n: int) -> list[int]:
     with torch.no_grad():
         ids = hf.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False,
@@ -245,7 +200,7 @@ def test_greedy_continuation(cases: dict[str, dict[str, Any]], label: str, wt: s
     c = cases[label]
     model: S.SyntheticModel = c["model"]
     p = S.write_gguf(model, c["dir"] / f"g-{wt}.gguf", wt, "f16")
-    ours, steps = _engine_greedy(p, PROMPT, N_NEW)
+    ours, steps = engine_greedy(p, PROMPT, N_NEW)
     if "hf_greedy" not in c:
         c["hf_greedy"] = _hf_greedy(c["hf"], PROMPT, N_NEW)
     theirs = c["hf_greedy"]
