@@ -9,17 +9,13 @@ from pathlib import Path
 import pytest
 
 import bitnet_py as bn
-from bitnet_py.testing import tiny_checkpoint
 
 PROMPT = "The capital of France is"
 
 
 @pytest.fixture(scope="module")
-def paths(testdata: Path) -> tuple[str, str]:
-    tok = testdata / "tokenizers" / "llama3" / "tokenizer.model"
-    if not tok.is_file():
-        pytest.skip(f"{tok} not found")
-    return str(tiny_checkpoint(tokenizer=str(tok)) / "model.gguf"), str(tok)
+def paths(ckpt: Path, tok_path: str) -> tuple[str, str]:
+    return str(ckpt / "model.gguf"), tok_path
 
 
 def test_async_paths_equal_sync(paths: tuple[str, str]) -> None:

@@ -9,18 +9,13 @@ import pytest
 
 import bitnet_py as bn
 from bitnet_py import _core
-from bitnet_py.testing import tiny_checkpoint
 
 PROMPTS = ["Hello, my name is", "The capital of France is", "In the year 2024,", "a", "Once upon a time"]
 
 
 @pytest.fixture(scope="module")
-def mt(testdata: Path) -> tuple[bn.BitNetModel, bn.Tokenizer]:
-    tok = testdata / "tokenizers" / "llama3" / "tokenizer.model"
-    if not tok.is_file():
-        pytest.skip(f"{tok} not found")
-    d = tiny_checkpoint(tokenizer=str(tok))
-    return bn.load_model(str(d)), bn.Tokenizer(str(tok))
+def mt(ckpt: Path, tok_path: str) -> tuple[bn.BitNetModel, bn.Tokenizer]:
+    return bn.load_model(str(ckpt)), bn.Tokenizer(tok_path)
 
 
 def test_process_batch_equals_one_by_one(mt: tuple[bn.BitNetModel, bn.Tokenizer]) -> None:

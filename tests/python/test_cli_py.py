@@ -13,15 +13,11 @@ import pytest
 
 import bitnet_py as bn
 from bitnet_py.__main__ import main
-from bitnet_py.testing import tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
-def paths(testdata: Path) -> tuple[Path, str]:
-    tok = testdata / "tokenizers" / "llama3" / "tokenizer.model"
-    if not tok.is_file():
-        pytest.skip(f"{tok} not found")
-    return tiny_checkpoint(tokenizer=str(tok)), str(tok)
+def paths(ckpt: Path, tok_path: str) -> tuple[Path, str]:
+    return ckpt, tok_path
 
 
 def greedy(ckpt: Path, tok: str, prompt: str, n: int) -> str:

@@ -12,7 +12,6 @@ import pytest
 
 import bitnet_py
 from bitnet_py.deploy import HybridInference, MigrationMonitor
-from bitnet_py.testing import tiny_checkpoint
 
 
 class Slow:
@@ -33,16 +32,12 @@ class WordTok:
 
 
 @pytest.fixture(scope="module")
-def engines(testdata: Path) -> tuple[Any, Any, Any]:
-    tok = testdata / "tokenizers" / "llama3" / "tokenizer.model"
-    if not tok.is_file():
-        pytest.skip(f"{tok} not found")
-    d = tiny_checkpoint(tokenizer=str(tok))
-    tokenizer = bitnet_py.create_tokenizer(str(tok))
-    new = bitnet_py.SimpleInference(bitnet_py.load_model(str(d / "model.gguf")), tokenizer,
+def engines(ckpt: Path, tok_path: str) -> tuple[Any, Any, Any]:
+    tokenizer = bitnet_py.create_tokenizer(tok_path)
+    new = bitnet_py.SimpleInference(bitnet_py.load_model(str(ckpt / "model.gguf")), tokenizer,
                                     bitnet_py.InferenceConfig(do_sample=False, max_new_tokens=8))
     # the original's API (FastGen.generate_all + tokenizer), computed by bitnet_py
-    orig = bitnet_py.FastGen.build(d, bitnet_py.GenArgs(gen_length=8), "cuda:0")
+    orig = bitnet_py.FastGen.build(ckpt, bitnet_py.GenArgs(gen_length=8), "cuda:0")
     return new, orig, tokenizer
 
 

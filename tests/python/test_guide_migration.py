@@ -40,7 +40,6 @@ from typing import Any, Iterator
 
 import pytest
 
-from bitnet_py.testing import tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -88,13 +87,9 @@ def find(blocks: list[tuple[str, str]], needle: str, lang: str = "python") -> st
 
 
 @pytest.fixture()
-def workdir(tmp_path: Path, testdata: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    tok = testdata / "tokenizers" / "llama3" / "tokenizer.model"
-    if not tok.is_file():
-        pytest.skip(f"{tok} not found")
-    ckpt = tiny_checkpoint(tokenizer=str(tok))
+def workdir(tmp_path: Path, ckpt: Path, tok_path: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "model.gguf").symlink_to(ckpt / "model.gguf")
-    (tmp_path / "tokenizer.model").symlink_to(tok)
+    (tmp_path / "tokenizer.model").symlink_to(tok_path)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -9,16 +9,11 @@ import pytest
 
 import bitnet_py as bn
 from bitnet_py.llama_compat import Llama, LlamaCache, llama_backend_free, llama_backend_init
-from bitnet_py.testing import tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
-def llm(testdata: Path) -> Llama:
-    tok = testdata / "tokenizers" / "llama3" / "tokenizer.model"
-    if not tok.is_file():
-        pytest.skip(f"{tok} not found")
-    d = tiny_checkpoint(tokenizer=str(tok))
-    return Llama(model_path=str(d / "model.gguf"), n_ctx=256, tokenizer_path=str(tok), verbose=False)
+def llm(ckpt: Path, tok_path: str) -> Llama:
+    return Llama(model_path=str(ckpt / "model.gguf"), n_ctx=256, tokenizer_path=tok_path, verbose=False)
 
 
 def test_sizes_and_tokens(llm: Llama) -> None:

@@ -20,7 +20,6 @@ import pytest
 
 import bitnet_py
 from bitnet_py.migration import MigrationHelper, migrate_bytes, migrate_project, migrate_source
-from bitnet_py.testing import tiny_checkpoint
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "migration_samples"
 APP = SAMPLES / "bitnet_app"
@@ -47,14 +46,6 @@ def tree_hash(root: Path) -> dict[str, str]:
         elif p.is_file():
             out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
-
-
-@pytest.fixture(scope="module")
-def ckpt(testdata: Path) -> Path:
-    tok = testdata / "tokenizers" / "llama3" / "tokenizer.model"
-    if not tok.is_file():
-        pytest.skip(f"{tok} not found")
-    return tiny_checkpoint(tokenizer=str(tok))
 
 
 @pytest.fixture()
