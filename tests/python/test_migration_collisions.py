@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from bitnet_py.migration import MigrationPlan, migrate_bytes, migrate_project
+from bitnet_py.testing import tiny_checkpoint
 from test_migration_samples import _env, cli, tree_hash
 
 USER_SIDE = b'''"""Our own side-by-side check (not generated)."""
@@ -38,7 +39,7 @@ def make_project(root: Path) -> Path:
     return src
 
 
-def test_project_files_kept_generated_renamed(tmp_path: Path, ckpt: Path) -> None:
+def test_project_files_kept_generated_renamed(tmp_path: Path, testdata: Path) -> None:
     src = make_project(tmp_path)
     before = tree_hash(src)
     dst = tmp_path / "out"
@@ -83,12 +84,15 @@ def test_project_files_kept_generated_renamed(tmp_path: Path, ckpt: Path) -> Non
     assert "[WARNING] the project already has side_by_side_test.py" in report
 
     # the renamed side-by-side test works (bitnet_py alone against a tiny model)
-    run = tmp_path / "run"
-    run.mkdir()
-    p = subprocess.run([sys.executable, str(dst / "side_by_side_test_bitnet2.py"), str(ckpt), "--gen-length",
-                        "4"], cwd=run, capture_output=True, text=True, timeout=300, env=_env())
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert "ran bitnet_py alone" in p.stdout and (run / "comparison_results.json").is_file()
+    tok = testdata / "tokenizers" / "llama3" / "tokenizer.model"
+    if tok.is_file():
+        ckpt = tiny_checkpoint(tokenizer=str(tok))
+        run = tmp_path / "run"
+        run.mkdir()
+        p = subprocess.run([sys.executable, str(dst / "side_by_side_test_bitnet2.py"), str(ckpt), "--gen-length",
+                            "4"], cwd=run, capture_output=True, text=True, timeout=300, env=_env())
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "ran bitnet_py alone" in p.stdout and (run / "comparison_results.json").is_file()
 
 
 def test_cli_text_warns_and_names_the_report(tmp_path: Path) -> None:
