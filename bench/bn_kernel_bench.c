@@ -9,6 +9,7 @@
  * (128256 x 2560). Prints bytes streamed per second of each and (b), (c) as
  * a fraction of (a): how close a decode step's kernels are to the
  * memory-bandwidth wall. */
+#include "bench_read.h"
 #include "bitnet.h"
 #include "dispatch.h"
 #include "fmt.h"
@@ -34,39 +35,6 @@ static uint64_t rnd(void) {
     rng ^= rng << 17;
     return rng;
 }
-
-/* Streaming read: 64-byte vector loads, four independent sums, with or
- * without software prefetch 8 KiB ahead as the kernels do (the best of the
- * two is the ceiling: on the development machine the prefetching read was
- * the faster at 2 threads and the slower at 1). */
-#if defined(__x86_64__)
-#include <immintrin.h>
-__attribute__((target("avx512f"))) static uint64_t read_all(const uint64_t *p, size_t n, int pf) {
-    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
-    for (size_t i = 0; i + 32 <= n; i += 32) {
-        if (pf) {
-            for (int l = 0; l < 4; l++)
-                _mm_prefetch((const char *)(p + i + 1024 + 8 * l), _MM_HINT_T0);
-        }
-        s0 = _mm512_add_epi64(s0, _mm512_load_si512(p + i));
-        s1 = _mm512_add_epi64(s1, _mm512_load_si512(p + i + 8));
-        s2 = _mm512_add_epi64(s2, _mm512_load_si512(p + i + 16));
-        s3 = _mm512_add_epi64(s3, _mm512_load_si512(p + i + 24));
-    }
-    return (uint64_t)_mm512_reduce_add_epi64(
-        _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3)));
-}
-#else
-static uint64_t read_all(const uint64_t *p, size_t n, int pf) {
-    (void)pf;
-    uint64_t s[8] = {0};
-    for (size_t i = 0; i + 8 <= n; i += 8) {
-        for (int k = 0; k < 8; k++)
-            s[k] += p[i + k];
-    }
-    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
-}
-#endif
 
 typedef struct Job {
     int phase; /* 0 read, 1 ternary, 2 head, 3 read with prefetch */
@@ -95,7 +63,7 @@ static void job_fn(void *arg, int ith, int nth) {
     int64_t a, b;
     if (j->phase == 0 || j->phase == 3) {
         split((int64_t)j->rd_words, 4096, ith, nth, &a, &b);
-        j->sink[ith] += read_all(j->rd + a, (size_t)(b - a), j->phase == 3);
+        j->sink[ith] += bench_read(j->rd + a, (size_t)(b - a), j->phase == 3);
     } else if (j->phase == 1) {
         for (int i = 0; i < j->n_mat; i++) {
             const bn_tensor *w = &j->w[i];
