@@ -447,11 +447,14 @@ static void compact_min_logit(bn_sampler *s, float thr) {
 
 /* ---- the samplers ------------------------------------------------------- */
 
+static int penalties_active(const bn_sampler_params *p) {
+    return p->penalty_last_n != 0 && (p->repeat_penalty != 1.0f || p->frequency_penalty != 0.0f ||
+                                      p->presence_penalty != 0.0f);
+}
+
 static void apply_penalties(bn_sampler *s) {
     const bn_sampler_params *p = &s->prm;
-    if (p->penalty_last_n == 0 ||
-        (p->repeat_penalty == 1.0f && p->frequency_penalty == 0.0f && p->presence_penalty == 0.0f))
-        return;
+    if (!penalties_active(p)) return;
     for (int32_t j = 0; j < s->n_distinct; j++) {
         int32_t t = s->distinct[j];
         int32_t n = s->count[t];
@@ -615,9 +618,41 @@ static bn_status build(bn_sampler *s, const float *logits, bn_error *err) {
     return bn_ok(err);
 }
 
+/* Greedy without penalties: the first index of the largest logit, as
+ * build() would pick it, without building the candidate set (a decode step
+ * of a 128k vocabulary would otherwise write 2 MB of candidates per token).
+ * Two plain loops that the compiler vectorizes: the maximum (and whether a
+ * NaN or +inf occurs), then the first index that holds it. */
+static bn_status greedy_pick(const float *logits, int32_t n, int32_t *token, bn_error *err) {
+    if (!logits) return bn_fail(err, BN_ERR_INVALID_ARG, "sampler: logits is NULL");
+    float mx = -INFINITY;
+    int bad = 0;
+    for (int32_t i = 0; i < n; i++) {
+        const float l = logits[i];
+        bad |= (l != l) | (l == INFINITY);
+        mx = l > mx ? l : mx;
+    }
+    if (bad) {
+        for (int32_t i = 0; i < n; i++) {
+            if (isnan(logits[i]) || logits[i] == INFINITY)
+                return bn_fail(err, BN_ERR_INVALID_ARG, "sampler: logits[%d] is %s", (int)i,
+                               isnan(logits[i]) ? "NaN" : "+inf");
+        }
+    }
+    if (mx == -INFINITY) return bn_fail(err, BN_ERR_INVALID_ARG, "sampler: every logit is -inf");
+    int32_t i = 0;
+    while (logits[i] != mx)
+        i++;
+    *token = i;
+    return bn_ok(err);
+}
+
 bn_status bn_sampler_sample(bn_sampler *s, const float *logits, int32_t *token, bn_error *err) {
     if (!s || !token)
         return bn_fail(err, BN_ERR_INVALID_ARG, "sampler: %s is NULL", !s ? "sampler" : "token");
+    if (s->prm.temperature <= 0 && !penalties_active(&s->prm)) {
+        return greedy_pick(logits, s->n_vocab, token, err);
+    }
     bn_status st = build(s, logits, err);
     if (st != BN_OK) return st;
     if (s->prm.temperature <= 0) {

@@ -114,6 +114,55 @@ static void test_greedy(void) {
     bn_sampler_free(s);
 }
 
+/* Greedy without penalties skips building the candidate set: it must pick
+ * what the full chain picks (bn_sampler_probs still builds it), ties and
+ * signed zeros included, and report the same bad logits. */
+static void test_greedy_fast_path(void) {
+    bn_sampler_params p = bn_sampler_default_params();
+    p.temperature = 0;
+    const int n = 128256;
+    float *l = malloc((size_t)n * sizeof *l), *probs = malloc((size_t)n * sizeof *probs);
+    bn_sampler *s = make(&p, n);
+    bn_error err;
+    bn_rng r;
+    bn_rng_seed(&r, 11);
+    for (int trial = 0; trial < 6; trial++) {
+        /* coarse values (many ties) in trials 0-2, a lone maximum late in the
+         * vocabulary in 3, signed zeros as the maximum in 4, -inf mixed in 5 */
+        for (int i = 0; i < n; i++)
+            l[i] = trial < 3 ? (float)(int)(bn_rng_double(&r) * 50) - 60.0f
+                             : (float)bn_rng_double(&r) - 2.0f;
+        if (trial == 3) l[n - 7] = 5.0f;
+        if (trial == 4) l[900] = -0.0f, l[77] = 0.0f, l[40000] = -0.0f;
+        if (trial == 5) {
+            for (int i = 0; i < n; i += 3)
+                l[i] = -INFINITY;
+        }
+        int32_t tok = -1, want = -1;
+        CHECK_OK(bn_sampler_sample(s, l, &tok, &err), &err);
+        CHECK_OK(bn_sampler_probs(s, l, probs, &err), &err);
+        for (int i = 0; i < n && want < 0; i++)
+            if (probs[i] == 1.0f) want = i;
+        CHECKF(tok == want, "trial %d: fast greedy picked %d, the chain %d", trial, tok, want);
+        if (trial == 3) CHECK(tok == n - 7);
+        if (trial == 4) CHECK(tok == 77);
+    }
+    int32_t tok;
+    l[n - 1] = NAN;
+    CHECK(bn_sampler_sample(s, l, &tok, &err) == BN_ERR_INVALID_ARG &&
+          strstr(err.msg, "[128255] is NaN"));
+    l[n - 1] = 0;
+    l[5] = INFINITY;
+    CHECK(bn_sampler_sample(s, l, &tok, &err) == BN_ERR_INVALID_ARG &&
+          strstr(err.msg, "[5] is +inf"));
+    for (int i = 0; i < n; i++)
+        l[i] = -INFINITY;
+    CHECK(bn_sampler_sample(s, l, &tok, &err) == BN_ERR_INVALID_ARG && strstr(err.msg, "-inf"));
+    free(l);
+    free(probs);
+    bn_sampler_free(s);
+}
+
 static void test_top_k(void) {
     bn_sampler_params p = plain();
     p.top_k = 2;
@@ -728,6 +777,7 @@ int main(void) {
     test_defaults();
     test_plain_softmax();
     test_greedy();
+    test_greedy_fast_path();
     test_top_k();
     test_top_p();
     test_min_p();
