@@ -102,7 +102,8 @@ bn_status bn_context_new(const bn_model *m, const bn_context_params *params, bn_
     c->n_seq = p.n_seq;
     c->n_batch = p.n_batch;
     c->n_threads = resolve_threads(p.n_threads);
-    bn_status st = kv_cache_init(&c->kv, c->n_seq, cfg->n_layer, c->n_ctx, cfg->kv_dim, err);
+    bn_status st =
+        kv_cache_init(&c->kv, c->n_seq, cfg->n_layer, c->n_ctx, cfg->n_head_kv, cfg->head_dim, err);
     if (st == BN_OK) st = runstate_init(&c->rs, cfg, c->n_batch, c->n_ctx, c->n_threads, err);
     if (st == BN_OK) st = bn_threadpool_new(c->n_threads, &c->pool, err);
     if (st == BN_OK) {

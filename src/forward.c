@@ -101,15 +101,24 @@ static void rope_table(const Config *c, const float *freqs, int32_t pos, float *
     }
 }
 
-/* Rotate one head. NORM: adjacent pairs (2i, 2i+1); NEOX: (i, i + d/2). */
+/* Rotate one head. NORM: adjacent pairs (2i, 2i+1); NEOX: (i, i + d/2).
+ * Two loops rather than one with the pairing chosen per element: each is a
+ * plain loop that the compiler vectorizes. */
 static void rope_head(float *v, int rope_dim, int neox, const float *cs, const float *sn) {
     const int half = rope_dim / 2;
+    if (neox) {
+        float *a = v, *b = v + half;
+        for (int i = 0; i < half; i++) {
+            const float x0 = a[i], x1 = b[i];
+            a[i] = x0 * cs[i] - x1 * sn[i];
+            b[i] = x0 * sn[i] + x1 * cs[i];
+        }
+        return;
+    }
     for (int i = 0; i < half; i++) {
-        const int i0 = neox ? i : 2 * i;
-        const int i1 = neox ? i + half : 2 * i + 1;
-        const float x0 = v[i0], x1 = v[i1];
-        v[i0] = x0 * cs[i] - x1 * sn[i];
-        v[i1] = x0 * sn[i] + x1 * cs[i];
+        const float x0 = v[2 * i], x1 = v[2 * i + 1];
+        v[2 * i] = x0 * cs[i] - x1 * sn[i];
+        v[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
     }
 }
 
@@ -117,16 +126,29 @@ static void rope_head(float *v, int rope_dim, int neox, const float *cs, const f
 /* Matmuls split across the pool                                            */
 /* ------------------------------------------------------------------------ */
 
-/* Rows [r0, r1) of thread ith: contiguous chunks rounded to 16 rows, so
- * that threads never write the same cache line of a one-token output, and
- * to the weight layout's row group (a group is decoded by one thread). */
-static void split_rows(int64_t rows, int64_t group, int ith, int nth, int64_t *r0, int64_t *r1) {
-    if (group < 16) group = 16;
-    int64_t chunk = (rows + nth - 1) / nth;
-    chunk = (chunk + group - 1) / group * group;
-    int64_t a = chunk * ith;
-    *r0 = a < rows ? a : rows;
-    *r1 = a + chunk < rows ? a + chunk : rows;
+/* The rows of a job's matrices (one to three sharing an input) form one
+ * list, cut into nth equal shares: thread ith takes [cut(ith), cut(ith+1)).
+ * A cut inside a matrix is moved to the nearest multiple of its row group
+ * (at least 16 rows, so that threads never write the same cache line of a
+ * one-token output; a group of a repacked layout is decoded by one thread).
+ * Cutting the list rather than each matrix keeps shares equal where a
+ * matrix's rows do not split evenly: gate and up of 6912 rows in groups of
+ * 80 go one to each of two threads instead of 3520 + 3392 rows of each. */
+static int64_t cut_rows(const bn_tensor *const *w, int n_mat, int ith, int nth) {
+    int64_t total = 0;
+    for (int i = 0; i < n_mat; i++)
+        total += w[i]->n_rows;
+    int64_t at = total * ith / nth, base = 0;
+    for (int i = 0; i < n_mat; i++) {
+        const int64_t rows = w[i]->n_rows;
+        if (at < base + rows) {
+            const int64_t g = w[i]->row_group > 16 ? w[i]->row_group : 16;
+            int64_t r = (at - base + g / 2) / g * g;
+            return base + (r < rows ? r : rows);
+        }
+        base += rows;
+    }
+    return total;
 }
 
 void bn_bitlinear(const bn_kernels *k, const bn_tensor *w, const float *x, int64_t n_tok, int8_t *q,
@@ -166,10 +188,13 @@ typedef struct MatJob {
 
 static void mat_task(void *arg, int ith, int nth) {
     const MatJob *j = arg;
-    for (int i = 0; i < j->n_mat; i++) {
+    const int64_t lo = cut_rows(j->w, j->n_mat, ith, nth);
+    const int64_t hi = cut_rows(j->w, j->n_mat, ith + 1, nth);
+    int64_t base = 0;
+    for (int i = 0; i < j->n_mat; base += j->w[i]->n_rows, i++) {
         const bn_tensor *w = j->w[i];
-        int64_t r0, r1;
-        split_rows(w->n_rows, w->row_group, ith, nth, &r0, &r1);
+        const int64_t r0 = lo > base ? lo - base : 0;
+        const int64_t r1 = hi - base < w->n_rows ? hi - base : w->n_rows;
         if (r0 >= r1) continue;
         if (j->q) {
             j->k->matmul_i8[w->type](w, j->q, j->ascale, j->n_tok, j->out[i], w->n_rows, r0, r1);
@@ -257,13 +282,13 @@ static void attn_task(void *arg, int ith, int nth) {
         const int h = (int)(it % units) * per;
         const float *qh = s->q + t * c->q_dim + (int64_t)h * hd;
         const int32_t p = j->pos[t];
-        const size_t base = kv_cache_offset(kv, j->seq[t], j->layer, 0) + (size_t)(h / group) * hd;
+        const size_t base = kv_cache_offset(kv, j->seq[t], j->layer, h / group, 0);
         float *o = s->xb + t * c->q_dim + (int64_t)h * hd;
         if (per == 2) {
-            j->k->attn_head2(qh, qh + hd, kv->k + base, kv->v + base, kv->kv_dim, p + 1, hd, scale,
-                             att, o, o + hd);
+            j->k->attn_head2(qh, qh + hd, kv->k + base, kv->v + base, hd, p + 1, hd, scale, att, o,
+                             o + hd);
         } else {
-            j->k->attn_head(qh, kv->k + base, kv->v + base, kv->kv_dim, p + 1, hd, scale, att, o);
+            j->k->attn_head(qh, kv->k + base, kv->v + base, hd, p + 1, hd, scale, att, o);
         }
     }
 }
@@ -323,9 +348,12 @@ static void tok_step(const TokJob *j, int64_t t) {
         for (int h = 0; h < c->n_head_kv; h++) {
             rope_head(s->k + t * KVD + (int64_t)h * c->head_dim, c->rope_dim, c->rope_neox, cs, sn);
         }
-        const size_t off = kv_cache_offset(j->kv, j->a->seq[t], j->layer, j->a->pos[t]);
-        memcpy(j->kv->k + off, s->k + t * KVD, (size_t)KVD * sizeof(float));
-        memcpy(j->kv->v + off, s->v + t * KVD, (size_t)KVD * sizeof(float));
+        const size_t hb = (size_t)c->head_dim * sizeof(float);
+        for (int h = 0; h < c->n_head_kv; h++) {
+            const size_t off = kv_cache_offset(j->kv, j->a->seq[t], j->layer, h, j->a->pos[t]);
+            memcpy(j->kv->k + off, s->k + t * KVD + (int64_t)h * c->head_dim, hb);
+            memcpy(j->kv->v + off, s->v + t * KVD + (int64_t)h * c->head_dim, hb);
+        }
         break;
     }
     case OP_SUB_NORM:

@@ -2,18 +2,18 @@
 
 #include <stdlib.h>
 
-bn_status kv_cache_init(KVCache *kv, int32_t n_seq, int32_t n_layer, int32_t n_ctx, int32_t kv_dim,
-                        bn_error *err) {
+bn_status kv_cache_init(KVCache *kv, int32_t n_seq, int32_t n_layer, int32_t n_ctx,
+                        int32_t n_head_kv, int32_t head_dim, bn_error *err) {
     memset(kv, 0, sizeof *kv);
-    if (n_seq <= 0 || n_layer <= 0 || n_ctx <= 0 || kv_dim <= 0) {
+    if (n_seq <= 0 || n_layer <= 0 || n_ctx <= 0 || n_head_kv <= 0 || head_dim <= 0) {
         return bn_fail(err, BN_ERR_INVALID_ARG,
-                       "kv cache: bad size n_seq=%d n_layer=%d n_ctx=%d kv_dim=%d", n_seq, n_layer,
-                       n_ctx, kv_dim);
+                       "kv cache: bad size n_seq=%d n_layer=%d n_ctx=%d n_head_kv=%d head_dim=%d",
+                       n_seq, n_layer, n_ctx, n_head_kv, head_dim);
     }
     size_t n = 1, bytes;
     if (!bn_mul_size(n, (size_t)n_seq, &n) || !bn_mul_size(n, (size_t)n_layer, &n) ||
-        !bn_mul_size(n, (size_t)n_ctx, &n) || !bn_mul_size(n, (size_t)kv_dim, &n) ||
-        !bn_mul_size(n, sizeof(float), &bytes)) {
+        !bn_mul_size(n, (size_t)n_ctx, &n) || !bn_mul_size(n, (size_t)n_head_kv, &n) ||
+        !bn_mul_size(n, (size_t)head_dim, &n) || !bn_mul_size(n, sizeof(float), &bytes)) {
         return bn_fail(err, BN_ERR_NOMEM, "kv cache: size overflows (n_seq=%d n_ctx=%d)", n_seq,
                        n_ctx);
     }
@@ -30,7 +30,9 @@ bn_status kv_cache_init(KVCache *kv, int32_t n_seq, int32_t n_layer, int32_t n_c
     kv->n_seq = n_seq;
     kv->n_layer = n_layer;
     kv->n_ctx = n_ctx;
-    kv->kv_dim = kv_dim;
+    kv->n_head_kv = n_head_kv;
+    kv->head_dim = head_dim;
+    kv->kv_dim = n_head_kv * head_dim;
     return bn_ok(err);
 }
 
@@ -52,13 +54,13 @@ void kv_cache_copy_seq(KVCache *kv, int32_t src, int32_t dst, int32_t n) {
         kv->len[dst] = n;
         return;
     }
-    const size_t row = (size_t)n * (size_t)kv->kv_dim * sizeof(float);
-    for (int32_t l = 0; l < kv->n_layer; l++) {
-        if (n > 0) {
-            memcpy(kv->k + kv_cache_offset(kv, dst, l, 0), kv->k + kv_cache_offset(kv, src, l, 0),
-                   row);
-            memcpy(kv->v + kv_cache_offset(kv, dst, l, 0), kv->v + kv_cache_offset(kv, src, l, 0),
-                   row);
+    const size_t bytes = (size_t)n * (size_t)kv->head_dim * sizeof(float);
+    for (int32_t l = 0; l < kv->n_layer && n > 0; l++) {
+        for (int32_t h = 0; h < kv->n_head_kv; h++) {
+            const size_t d = kv_cache_offset(kv, dst, l, h, 0),
+                         s = kv_cache_offset(kv, src, l, h, 0);
+            memcpy(kv->k + d, kv->k + s, bytes);
+            memcpy(kv->v + d, kv->v + s, bytes);
         }
     }
     kv->len[dst] = n;

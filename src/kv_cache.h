@@ -1,7 +1,9 @@
 /* The KV cache of a context: float32 keys and values of every layer for
- * every position of every sequence, laid out [seq][layer][pos][kv_dim] so a
- * sequence's history of one layer is one contiguous block that attention
- * streams through. */
+ * every position of every sequence, laid out
+ * [seq][layer][kv head][pos][head_dim], so the history that one KV head's
+ * attention reads is one contiguous stream (the hardware prefetcher follows
+ * it; with [pos][kv_dim] rows it would be a strided walk of head_dim-sized
+ * pieces). */
 #ifndef BN_KV_CACHE_H
 #define BN_KV_CACHE_H
 
@@ -11,22 +13,27 @@ typedef struct KVCache {
     int32_t n_seq;
     int32_t n_layer;
     int32_t n_ctx;
+    int32_t n_head_kv;
+    int32_t head_dim;
     int32_t kv_dim; /* n_head_kv * head_dim */
     float *k;
     float *v;
     int32_t *len; /* [n_seq] positions cached per sequence */
 } KVCache;
 
-bn_status kv_cache_init(KVCache *kv, int32_t n_seq, int32_t n_layer, int32_t n_ctx, int32_t kv_dim,
-                        bn_error *err);
+bn_status kv_cache_init(KVCache *kv, int32_t n_seq, int32_t n_layer, int32_t n_ctx,
+                        int32_t n_head_kv, int32_t head_dim, bn_error *err);
 void kv_cache_free(KVCache *kv);
 uint64_t kv_cache_bytes(const KVCache *kv);
 
-/* Row of position `pos` of sequence `seq` in layer `layer`. */
-static inline size_t kv_cache_offset(const KVCache *kv, int32_t seq, int32_t layer, int32_t pos) {
-    return ((((size_t)seq * (size_t)kv->n_layer + (size_t)layer) * (size_t)kv->n_ctx) +
-            (size_t)pos) *
-           (size_t)kv->kv_dim;
+/* The head_dim floats of KV head `head` at position `pos` of sequence `seq`
+ * in layer `layer`; positions of one head follow each other head_dim floats
+ * apart. */
+static inline size_t kv_cache_offset(const KVCache *kv, int32_t seq, int32_t layer, int32_t head,
+                                     int32_t pos) {
+    const size_t block =
+        ((size_t)seq * (size_t)kv->n_layer + (size_t)layer) * (size_t)kv->n_head_kv;
+    return ((block + (size_t)head) * (size_t)kv->n_ctx + (size_t)pos) * (size_t)kv->head_dim;
 }
 
 /* Copy positions [0, n) of `src` into `dst` in every layer; dst's length
