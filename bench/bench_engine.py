@@ -107,16 +107,19 @@ def build_engine() -> None:
 # --------------------------------------------------------------------------
 
 
-def run_ours(model: Path, threads: int, n_prompt: int, n_gen: int, profile: bool) -> dict:
+def run_ours(model: Path, threads: int, n_prompt: int, n_gen: int, profile: bool,
+             ceiling: bool = False) -> dict:
     cmd = [str(DRIVER), str(model), str(threads), str(n_prompt), str(n_gen), "1"]
     if profile:
         cmd.append("--profile")
+    if ceiling:
+        cmd.append("--ceiling")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     r = json.loads(out)
     return {"load_s": r["load_s"], "pp": r["pp_best"], "tg": r["tg_best"],
             "peak_rss_mb": r["peak_rss_bytes"] / 2**20, "kernels": r["kernels"],
             "weight_mb": r["weight_bytes"] / 2**20, "kv_mb": r["kv_bytes"] / 2**20,
-            "profile": r.get("profile")}
+            "profile": r.get("profile"), "ceiling": r.get("ceiling")}
 
 
 def llama_worker(model: str, threads: int, n_prompt: int, n_gen: int) -> None:
@@ -246,7 +249,9 @@ def main() -> int:
     ap.add_argument("--n-gen", type=int, default=64)
     ap.add_argument("--profile", action="store_true", help="print a decode-step breakdown")
     ap.add_argument("--kernels", action="store_true",
-                    help="also measure the kernels' bytes/s against a plain streaming read")
+                    help="also measure the kernels' bytes/s against a plain streaming read, and "
+                         "each decode step against a streaming read of the same bytes run just "
+                         "before it (bn_bench --ceiling)")
     ap.add_argument("--no-llama", action="store_true")
     ap.add_argument("--llama-omp-passive", action="store_true",
                     help="run llama.cpp with OMP_WAIT_POLICY=PASSIVE (its OpenMP workers sleep "
@@ -277,7 +282,7 @@ def main() -> int:
         for t in threads:
             for f in formats:
                 la = loadavg()
-                r = run_ours(big_model(f), t, a.n_prompt, a.n_gen, a.profile)
+                r = run_ours(big_model(f), t, a.n_prompt, a.n_gen, a.profile, a.kernels)
                 r["load_avg"] = la
                 ours.setdefault((f, t), []).append(r)
                 log(f"[{rep}] ours {f} {t}t: pp {r['pp']:.1f} tg {r['tg']:.2f} (load {la})")
@@ -321,9 +326,9 @@ def main() -> int:
           f"prefill {a.n_prompt} / decode {a.n_gen} tokens/s, best of {a.reps} interleaved runs; "
           f"load average before: {results['load_before']}, after: {loadavg()}")
     hdr = ("| engine, weights | thr | prefill t/s | decode t/s | pp / llama TQ2_0 | "
-           "tg / llama TQ2_0 | load s | peak RSS MiB | decode GB/s | of read |")
+           "tg / llama TQ2_0 | load s | peak RSS MiB | decode GB/s | of read | of bound |")
     print(hdr)
-    print("|" + "---|" * 10)
+    print("|" + "---|" * 11)
     for t in threads:
         base = summarize(llama[("tq2_0", t)]) if ("tq2_0", t) in llama else None
         rows = [(f"ours, {f}", summarize(ours[(f, t)])) for f in formats]
@@ -346,9 +351,20 @@ def main() -> int:
             if t in read_best:
                 s["decode_frac_of_read"] = s["decode_GBps"] / read_best[t]
                 frac = f"{100 * s['decode_frac_of_read']:.0f} %"
+            # the same, measured step by step against a read of the same bytes
+            # just before each step (bn_bench --ceiling): weights only / weights
+            # plus the KV rows the step reads; the median over the repetitions
+            bound = "-"
+            ceils = [r["ceiling"] for r in s["runs"] if r.get("ceiling")]
+            if ceils:
+                s["step_frac_of_bound"] = statistics.median(c["frac"] for c in ceils)
+                s["step_frac_of_bound_with_kv"] = statistics.median(
+                    c["frac_with_kv"] for c in ceils)
+                bound = (f"{100 * s['step_frac_of_bound']:.0f} / "
+                         f"{100 * s['step_frac_of_bound_with_kv']:.0f} %")
             print(f"| {name} | {t} | {s['pp_best']:.1f} | {s['tg_best']:.2f} | {rp} | {rt} | "
                   f"{s['load_s_best']:.2f} | {s['peak_rss_mb_best']:.0f} | "
-                  f"{s['decode_GBps']:.1f} | {frac} |")
+                  f"{s['decode_GBps']:.1f} | {frac} | {bound} |")
             key = name.replace(", ", "_").replace(".", "")
             bucket = results["llama" if name.startswith("llama") else "engine"]
             bucket[f"{key}_{t}t"] = s
@@ -369,6 +385,16 @@ def main() -> int:
                                       "pp_ratio": so["pp_best"] / sh["pp_best"],
                                       "tg_ratio": so["tg_best"] / sh["tg_best"]}
     if a.kernels:
+        print("\nof bound: the decode step's time against a streaming read of its bytes run "
+              "just before it, summed over the steps of one extra decode run (weights / weights "
+              "plus KV rows read); median of the repetitions. Per run:")
+        for (f, t), runs in sorted(ours.items()):
+            for r in runs:
+                c = r.get("ceiling")
+                if c:
+                    print(f"  ours {f} {t} thr: read {c['read_GBps_median']:.1f} GB/s (median), "
+                          f"steps {c['step_GBps']:.1f} GB/s, {100 * c['frac']:.1f} / "
+                          f"{100 * c['frac_with_kv']:.1f} %  (load {r['load_avg']})")
         print("\nKernels, bytes/s (GB/s) vs a plain AVX-512 streaming read (prefetching, as the "
               "kernels do) on as many threads, interleaved:")
         for r in results["kernel_bandwidth"]:
