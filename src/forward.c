@@ -323,6 +323,16 @@ typedef struct TokJob {
     int64_t n; /* tokens (or output rows) */
 } TokJob;
 
+/* The kernel set's RMSNorm when it has one (the same bits, faster). */
+static void rmsnorm(const bn_model *m, float *o, const float *x, const float *w, int64_t n) {
+    const float eps = m->config.norm_eps;
+    if (m->kernels->rmsnorm) {
+        m->kernels->rmsnorm(o, x, w, n, eps);
+    } else {
+        bn_rmsnorm(o, x, w, n, eps);
+    }
+}
+
 static void tok_step(const TokJob *j, int64_t t) {
     const bn_model *m = j->m;
     const Config *c = &m->config;
@@ -339,7 +349,7 @@ static void tok_step(const TokJob *j, int64_t t) {
         rope_table(c, m->rope_freqs, j->a->pos[t], s->rope_cos + t * half, s->rope_sin + t * half);
         break;
     }
-    case OP_ATTN_NORM: bn_rmsnorm(s->xb + t * D, x, L->attn_norm, D, c->norm_eps); break;
+    case OP_ATTN_NORM: rmsnorm(m, s->xb + t * D, x, L->attn_norm, D); break;
     case OP_ROPE_KV: {
         const float *cs = s->rope_cos + t * half, *sn = s->rope_sin + t * half;
         for (int h = 0; h < c->n_head; h++) {
@@ -356,21 +366,19 @@ static void tok_step(const TokJob *j, int64_t t) {
         }
         break;
     }
-    case OP_SUB_NORM:
-        bn_rmsnorm(s->xb + t * QD, s->xb + t * QD, L->attn_sub_norm, QD, c->norm_eps);
-        break;
+    case OP_SUB_NORM: rmsnorm(m, s->xb + t * QD, s->xb + t * QD, L->attn_sub_norm, QD); break;
     case OP_FFN_NORM: {
         const float *o = s->xb2 + t * D;
         for (int64_t i = 0; i < D; i++)
             x[i] += o[i];
-        bn_rmsnorm(s->xb + t * D, x, L->ffn_norm, D, c->norm_eps);
+        rmsnorm(m, s->xb + t * D, x, L->ffn_norm, D);
         break;
     }
     case OP_FFN_ACT: {
         float *g = s->hb + t * FF;
         const float *u = s->hb2 + t * FF;
         m->kernels->ffn_act(g, u, FF, c->ffn_relu2);
-        if (c->sub_norms) bn_rmsnorm(g, g, L->ffn_sub_norm, FF, c->norm_eps);
+        if (c->sub_norms) rmsnorm(m, g, g, L->ffn_sub_norm, FF);
         break;
     }
     case OP_RESIDUAL: {
@@ -380,8 +388,7 @@ static void tok_step(const TokJob *j, int64_t t) {
         break;
     }
     case OP_OUT_NORM:
-        bn_rmsnorm(s->xb + t * D, s->x + (int64_t)j->a->out_idx[t] * D, m->output_norm, D,
-                   c->norm_eps);
+        rmsnorm(m, s->xb + t * D, s->x + (int64_t)j->a->out_idx[t] * D, m->output_norm, D);
         break;
     }
 }

@@ -60,6 +60,12 @@ typedef void (*bn_attn_head2_fn)(const float *q0, const float *q1, const float *
                                  int64_t kv_stride, int32_t n_pos, int hd, float scale, float *att,
                                  float *o0, float *o1);
 
+/* RMSNorm: o[i] = (x[i] * s) * w[i], s = 1 / sqrt(mean(x^2) + eps), with
+ * the sum of squares taken exactly as bn_rmsnorm (forward.c) takes it (the
+ * float squares summed in double in 8 lanes, lane j holding the elements
+ * i = j mod 8), so every set gives the same bits. o may be x. */
+typedef void (*bn_rmsnorm_fn)(float *o, const float *x, const float *w, int64_t n, float eps);
+
 /* FFN gate activation in place: g[i] = act(g[i]) * u[i], act = relu(x)^2
  * when relu2, else SiLU x / (1 + exp(-x)). */
 typedef void (*bn_ffn_act_fn)(float *g, const float *u, int64_t n, int relu2);
@@ -77,6 +83,7 @@ typedef struct bn_kernels {
     bn_attn_head_fn attn_head;
     bn_attn_head2_fn attn_head2;
     bn_ffn_act_fn ffn_act;
+    bn_rmsnorm_fn rmsnorm; /* optional: NULL uses bn_rmsnorm */
     /* Optional repacking of a BitLinear weight into a layout chosen for this
      * set's matmul_i8, done once at load (model.c, bind_matrix). packed_size
      * chooses the layout for w (*layout) and returns the bytes it needs (0:

@@ -5,6 +5,7 @@
 #include "dispatch.h"
 #include "fmt.h"
 #include "kernels.h"
+#include "model.h"
 #include "quant.h"
 #include "test_util.h"
 
@@ -540,6 +541,28 @@ static void test_attn_act(const bn_kernels *k) {
                 bad += fabsf(o3[e] - o5[e]) > 1e-5f * (1.0f + fabsf(o3[e]));
             }
             CHECKF(bad == 0, "%s: attn_head2 over %d positions: %d values off", k->name, n, bad);
+        }
+    }
+    if (k->rmsnorm) { /* the same bits as bn_rmsnorm, tails and in place included */
+        static const int64_t ns[] = {1, 7, 8, 15, 16, 17, 100, 2560, 6912, 6919};
+        float x[6919], w[6919], n1[6919], n2[6919];
+        for (int i = 0; i < 6919; i++) {
+            x[i] = rnd_uniform(-4, 4) * (i % 13 == 0 ? 100.0f : 1.0f);
+            w[i] = rnd_uniform(-2, 2);
+        }
+        for (size_t c = 0; c < sizeof ns / sizeof ns[0]; c++) {
+            const int64_t n = ns[c];
+            bn_rmsnorm(n1, x, w, n, 1e-5f);
+            k->rmsnorm(n2, x, w, n, 1e-5f);
+            int bad = 0;
+            for (int64_t i = 0; i < n; i++)
+                bad += memcmp(&n1[i], &n2[i], sizeof(float)) != 0;
+            memcpy(n2, x, (size_t)n * sizeof(float));
+            k->rmsnorm(n2, n2, w, n, 1e-5f);
+            for (int64_t i = 0; i < n; i++)
+                bad += memcmp(&n1[i], &n2[i], sizeof(float)) != 0;
+            CHECKF(bad == 0, "%s: rmsnorm of %lld values: %d differ from bn_rmsnorm", k->name,
+                   (long long)n, bad);
         }
     }
     for (int relu2 = 0; relu2 < 2; relu2++) {
