@@ -621,16 +621,21 @@ static bn_status build(bn_sampler *s, const float *logits, bn_error *err) {
 /* Greedy without penalties: the first index of the largest logit, as
  * build() would pick it, without building the candidate set (a decode step
  * of a 128k vocabulary would otherwise write 2 MB of candidates per token).
- * Two plain loops that the compiler vectorizes: the maximum (and whether a
- * NaN or +inf occurs), then the first index that holds it. */
+ * The first pass works on the bits, where the compiler vectorizes every
+ * step: floats map to integers of the same order (negatives flipped, so
+ * -0 sorts just below +0), whose maximum is taken, and NaN / +inf are
+ * recognized by their exponent. The second pass finds the first index that
+ * holds the maximum as a float (so -0 and +0 tie, and the first wins). */
 static bn_status greedy_pick(const float *logits, int32_t n, int32_t *token, bn_error *err) {
     if (!logits) return bn_fail(err, BN_ERR_INVALID_ARG, "sampler: logits is NULL");
-    float mx = -INFINITY;
-    int bad = 0;
+    int32_t best = INT32_MIN;
+    uint32_t bad = 0;
     for (int32_t i = 0; i < n; i++) {
-        const float l = logits[i];
-        bad |= (l != l) | (l == INFINITY);
-        mx = l > mx ? l : mx;
+        uint32_t b;
+        memcpy(&b, &logits[i], sizeof b);
+        const int32_t key = (int32_t)(b ^ ((uint32_t)((int32_t)b >> 31) & 0x7fffffffu));
+        best = key > best ? key : best;
+        bad |= ((b & 0x7fffffffu) > 0x7f800000u) | (b == 0x7f800000u);
     }
     if (bad) {
         for (int32_t i = 0; i < n; i++) {
@@ -639,8 +644,17 @@ static bn_status greedy_pick(const float *logits, int32_t n, int32_t *token, bn_
                                isnan(logits[i]) ? "NaN" : "+inf");
         }
     }
+    const uint32_t mb = (uint32_t)best ^ ((uint32_t)(best >> 31) & 0x7fffffffu);
+    float mx;
+    memcpy(&mx, &mb, sizeof mx);
     if (mx == -INFINITY) return bn_fail(err, BN_ERR_INVALID_ARG, "sampler: every logit is -inf");
     int32_t i = 0;
+    for (; i + 64 <= n; i += 64) { /* blocks of 64 (vectorized), then the one that has it */
+        int hit = 0;
+        for (int k = 0; k < 64; k++)
+            hit |= logits[i + k] == mx;
+        if (hit) break;
+    }
     while (logits[i] != mx)
         i++;
     *token = i;
