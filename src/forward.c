@@ -77,12 +77,7 @@ void bn_rmsnorm(float *o, const float *x, const float *w, int64_t n, float eps) 
         for (int j = 0; j < 8; j++)
             part[j] += (double)(x[i + j] * x[i + j]);
     }
-    for (; i < n; i++)
-        part[0] += (double)(x[i] * x[i]);
-    const double ss =
-        ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-    const float mean = (float)(ss / (double)n);
-    const float scale = 1.0f / sqrtf(mean + eps);
+    const float scale = bn_rmsnorm_scale(part, x, i, n, eps);
     for (i = 0; i < n; i++)
         o[i] = (x[i] * scale) * w[i];
 }

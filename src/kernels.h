@@ -7,6 +7,8 @@
 
 #include "common.h"
 
+#include <math.h>
+
 /* A 2-D weight matrix bound to the model: n_rows outputs of n_cols inputs
  * (ggml's ne[1] x ne[0]), stored row after row, each row `row_bytes` long.
  * `data` points into the file mapping, or at a repacked copy. */
@@ -65,6 +67,19 @@ typedef void (*bn_attn_head2_fn)(const float *q0, const float *q1, const float *
  * float squares summed in double in 8 lanes, lane j holding the elements
  * i = j mod 8), so every set gives the same bits. o may be x. */
 typedef void (*bn_rmsnorm_fn)(float *o, const float *x, const float *w, int64_t n, float eps);
+
+/* The tail of that sum and the scale s, shared so that every RMSNorm rounds
+ * alike: the elements from i on go to lane 0, then the lanes are added
+ * pairwise and the mean rounded to float. */
+static inline float bn_rmsnorm_scale(double part[8], const float *x, int64_t i, int64_t n,
+                                     float eps) {
+    for (; i < n; i++)
+        part[0] += (double)(x[i] * x[i]);
+    const double ss =
+        ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+    const float mean = (float)(ss / (double)n);
+    return 1.0f / sqrtf(mean + eps);
+}
 
 /* FFN gate activation in place: g[i] = act(g[i]) * u[i], act = relu(x)^2
  * when relu2, else SiLU x / (1 + exp(-x)). */

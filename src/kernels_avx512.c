@@ -1138,12 +1138,7 @@ static void avx512_rmsnorm(float *o, const float *x, const float *w, int64_t n, 
     }
     double part[8];
     _mm512_storeu_pd(part, acc);
-    for (; i < n; i++)
-        part[0] += (double)(x[i] * x[i]);
-    const double ss =
-        ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-    const float mean = (float)(ss / (double)n);
-    const float scale = 1.0f / sqrtf(mean + eps);
+    const float scale = bn_rmsnorm_scale(part, x, i, n, eps);
     const __m512 vs = _mm512_set1_ps(scale);
     for (i = 0; i + 16 <= n; i += 16) {
         const __m512 y = _mm512_mul_ps(_mm512_loadu_ps(x + i), vs);
