@@ -170,6 +170,40 @@ static void quant_task(void *arg, int ith, int nth) {
     }
 }
 
+/* Small data that the step touches right after a matmul and that is cold
+ * by then (each layer's norm weights, the KV slots the token writes): the
+ * calling thread prefetches it when its share of the matmul is done, while
+ * the other threads finish theirs, instead of waiting for each line in the
+ * serial step that follows. */
+#define AHEAD_MAX 16
+typedef struct Ahead {
+    int n;
+    const void *p[AHEAD_MAX];
+    size_t bytes[AHEAD_MAX];
+    int write[AHEAD_MAX];
+} Ahead;
+
+static void ahead_add(Ahead *a, const void *p, size_t bytes, int write) {
+    if (!p || a->n >= AHEAD_MAX) return;
+    a->p[a->n] = p;
+    a->bytes[a->n] = bytes;
+    a->write[a->n] = write;
+    a->n++;
+}
+
+static void ahead_fetch(const Ahead *a) {
+    for (int i = 0; i < a->n; i++) {
+        const char *p = a->p[i];
+        for (size_t o = 0; o < a->bytes[i]; o += 64) {
+            if (a->write[i]) {
+                __builtin_prefetch(p + o, 1, 3);
+            } else {
+                __builtin_prefetch(p + o, 0, 3);
+            }
+        }
+    }
+}
+
 typedef struct MatJob {
     const bn_kernels *k;
     int n_mat;
@@ -179,6 +213,7 @@ typedef struct MatJob {
     const int8_t *q; /* int8 activations and their scales */
     const float *ascale;
     int64_t n_tok;
+    const Ahead *ahead; /* fetched by part 0 after its rows; may be NULL */
 } MatJob;
 
 static void mat_task(void *arg, int ith, int nth) {
@@ -197,14 +232,15 @@ static void mat_task(void *arg, int ith, int nth) {
             j->k->matmul_f32[w->type](w, j->x, j->n_tok, j->out[i], w->n_rows, r0, r1);
         }
     }
+    if (ith == 0 && j->ahead) ahead_fetch(j->ahead);
 }
 
 /* out[i] = x W[i] for n_mat matrices sharing one input [n_tok][n_cols]:
  * BitLinear quantizes that input once for all of them. */
 static void matmul(const bn_model *m, RunState *s, bn_threadpool *pool, int bitlinear, int n_mat,
                    const bn_tensor *w0, const bn_tensor *w1, const bn_tensor *w2, float *o0,
-                   float *o1, float *o2, const float *x, int64_t n_tok, bn_profile *prof,
-                   double *pt) {
+                   float *o1, float *o2, const float *x, int64_t n_tok, const Ahead *ahead,
+                   bn_profile *prof, double *pt) {
     const int nth = bn_threadpool_n_threads(pool);
     MatJob j;
     memset(&j, 0, sizeof j);
@@ -213,6 +249,7 @@ static void matmul(const bn_model *m, RunState *s, bn_threadpool *pool, int bitl
     j.w[0] = w0, j.w[1] = w1, j.w[2] = w2;
     j.out[0] = o0, j.out[1] = o1, j.out[2] = o2;
     j.n_tok = n_tok;
+    j.ahead = ahead;
     if (bitlinear) {
         QuantJob qj = {m->kernels, x, w0->n_cols, n_tok, s->qa, s->ascale};
         if (n_tok >= 4 && nth > 1) {
@@ -428,10 +465,29 @@ bn_status bn_forward(const bn_model *m, RunState *s, KVCache *kv, bn_threadpool 
         tj.L = L;
         tj.layer = l;
 
+        /* What each matmul's caller prefetches when its rows are done (one
+         * token: in a prompt batch the serial steps are spread over the
+         * pool and the data is reused across tokens). */
+        Ahead a_qkv = {0}, a_wo = {0}, a_up = {0}, a_down = {0};
+        if (n_tok == 1) {
+            const size_t hb = (size_t)c->head_dim * sizeof(float);
+            for (int h = 0; h < c->n_head_kv; h++) {
+                const size_t off = kv_cache_offset(kv, a->seq[0], l, h, a->pos[0]);
+                ahead_add(&a_qkv, kv->k + off, hb, 1);
+                ahead_add(&a_qkv, kv->v + off, hb, 1);
+            }
+            ahead_add(&a_qkv, L->attn_sub_norm, (size_t)c->q_dim * sizeof(float), 0);
+            ahead_add(&a_wo, L->ffn_norm, (size_t)c->n_embd * sizeof(float), 0);
+            ahead_add(&a_up, L->ffn_sub_norm, (size_t)c->n_ff * sizeof(float), 0);
+            ahead_add(&a_down, l + 1 < c->n_layer ? m->layers[l + 1].attn_norm : m->output_norm,
+                      (size_t)c->n_embd * sizeof(float), 0);
+        }
+
         /* Attention block. */
         per_token(pool, &tj, OP_ATTN_NORM, n_tok);
         prof_add(P, BN_PROF_NORM, &pt);
-        matmul(m, s, pool, bl, 3, &L->wq, &L->wk, &L->wv, s->q, s->k, s->v, s->xb, n_tok, P, &pt);
+        matmul(m, s, pool, bl, 3, &L->wq, &L->wk, &L->wv, s->q, s->k, s->v, s->xb, n_tok, &a_qkv, P,
+               &pt);
         prof_add(P, BN_PROF_QKV, &pt);
         per_token(pool, &tj, OP_ROPE_KV, n_tok);
         prof_add(P, BN_PROF_ROPE_KV, &pt);
@@ -440,18 +496,20 @@ bn_status bn_forward(const bn_model *m, RunState *s, KVCache *kv, bn_threadpool 
         prof_add(P, BN_PROF_ATTN, &pt);
         if (c->sub_norms) per_token(pool, &tj, OP_SUB_NORM, n_tok);
         prof_add(P, BN_PROF_NORM, &pt);
-        matmul(m, s, pool, bl, 1, &L->wo, NULL, NULL, s->xb2, NULL, NULL, s->xb, n_tok, P, &pt);
+        matmul(m, s, pool, bl, 1, &L->wo, NULL, NULL, s->xb2, NULL, NULL, s->xb, n_tok, &a_wo, P,
+               &pt);
         prof_add(P, BN_PROF_WO, &pt);
 
         /* Feed-forward block (OP_FFN_NORM adds the attention output first). */
         per_token(pool, &tj, OP_FFN_NORM, n_tok);
         prof_add(P, BN_PROF_NORM, &pt);
-        matmul(m, s, pool, bl, 2, &L->w_gate, &L->w_up, NULL, s->hb, s->hb2, NULL, s->xb, n_tok, P,
-               &pt);
+        matmul(m, s, pool, bl, 2, &L->w_gate, &L->w_up, NULL, s->hb, s->hb2, NULL, s->xb, n_tok,
+               &a_up, P, &pt);
         prof_add(P, BN_PROF_GATE_UP, &pt);
         per_token(pool, &tj, OP_FFN_ACT, n_tok);
         prof_add(P, BN_PROF_FFN_ACT, &pt);
-        matmul(m, s, pool, bl, 1, &L->w_down, NULL, NULL, s->xb2, NULL, NULL, s->hb, n_tok, P, &pt);
+        matmul(m, s, pool, bl, 1, &L->w_down, NULL, NULL, s->xb2, NULL, NULL, s->hb, n_tok, &a_down,
+               P, &pt);
         prof_add(P, BN_PROF_DOWN, &pt);
         per_token(pool, &tj, OP_RESIDUAL, n_tok);
         prof_add(P, BN_PROF_NORM, &pt);
@@ -461,8 +519,8 @@ bn_status bn_forward(const bn_model *m, RunState *s, KVCache *kv, bn_threadpool 
     if (a->n_out > 0) {
         per_token(pool, &tj, OP_OUT_NORM, a->n_out);
         prof_add(P, BN_PROF_NORM, &pt);
-        matmul(m, s, pool, 0, 1, &m->output, NULL, NULL, a->logits, NULL, NULL, s->xb, a->n_out, P,
-               &pt);
+        matmul(m, s, pool, 0, 1, &m->output, NULL, NULL, a->logits, NULL, NULL, s->xb, a->n_out,
+               NULL, P, &pt);
         prof_add(P, BN_PROF_HEAD, &pt);
     }
     return bn_ok(err);
