@@ -235,6 +235,42 @@ static void mat_task(void *arg, int ith, int nth) {
     if (ith == 0 && j->ahead) ahead_fetch(j->ahead);
 }
 
+/* One token: the matrices' rows in chunks, balanced at run time
+ * (bn_threadpool_run_ranges): over a decode step the two threads of a
+ * 2-core machine streamed at rates a few percent apart, and with fixed
+ * shares each job waited 1-5 us (the head 120 us) for the slower one. A
+ * BitLinear chunk is one row group (at least 16 rows); a float-input
+ * matrix (the head) gets chunks of about 256 KiB, since its kernels
+ * quantize the input again on every call. Which thread computes a row
+ * changes nothing in it. */
+static int64_t chunk_rows(const bn_tensor *w, int bitlinear) {
+    const int64_t g = w->row_group > 16 ? w->row_group : 16;
+    if (bitlinear) return g;
+    const int64_t bytes = g * (int64_t)w->row_bytes;
+    return bytes >= 262144 ? g : g * ((262144 + bytes - 1) / bytes);
+}
+
+static void mat_range(void *arg, int64_t c0, int64_t c1) {
+    const MatJob *j = arg;
+    int64_t base = 0;
+    for (int i = 0; i < j->n_mat && c0 < c1; i++) {
+        const bn_tensor *w = j->w[i];
+        const int64_t g = chunk_rows(w, j->q != NULL), nc = (w->n_rows + g - 1) / g;
+        if (c0 < base + nc) {
+            const int64_t e = c1 < base + nc ? c1 : base + nc;
+            const int64_t r0 = (c0 - base) * g;
+            const int64_t r1 = (e - base) * g < w->n_rows ? (e - base) * g : w->n_rows;
+            if (j->q) {
+                j->k->matmul_i8[w->type](w, j->q, j->ascale, 1, j->out[i], w->n_rows, r0, r1);
+            } else {
+                j->k->matmul_f32[w->type](w, j->x, 1, j->out[i], w->n_rows, r0, r1);
+            }
+            c0 = e;
+        }
+        base += nc;
+    }
+}
+
 /* out[i] = x W[i] for n_mat matrices sharing one input [n_tok][n_cols]:
  * BitLinear quantizes that input once for all of them. */
 static void matmul(const bn_model *m, RunState *s, bn_threadpool *pool, int bitlinear, int n_mat,
@@ -262,6 +298,16 @@ static void matmul(const bn_model *m, RunState *s, bn_threadpool *pool, int bitl
         prof_add(prof, BN_PROF_QUANT, pt);
     } else {
         j.x = x;
+    }
+    if (n_tok == 1 && nth > 1) {
+        int64_t chunks = 0;
+        for (int i = 0; i < n_mat; i++) {
+            const int64_t g = chunk_rows(j.w[i], j.q != NULL);
+            chunks += (j.w[i]->n_rows + g - 1) / g;
+        }
+        bn_threadpool_run_ranges(pool, chunks, mat_range, &j);
+        if (ahead) ahead_fetch(ahead);
+        return;
     }
     bn_threadpool_run(pool, mat_task, &j);
 }

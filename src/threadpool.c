@@ -40,6 +40,11 @@ struct bn_threadpool {
     atomic_int stop;
     bn_task_fn fn; /* written by the caller before the job is published */
     void *arg;
+    /* bn_threadpool_run_ranges: per part, front << 32 | back of what is left
+     * of its share, one cache line each (owners claim without sharing) */
+    struct Share {
+        _Alignas(64) atomic_ullong fb;
+    } * shares;
 };
 
 static inline void cpu_relax(int i) {
@@ -142,6 +147,13 @@ bn_status bn_threadpool_new(int n_threads, bn_threadpool **out, bn_error *err) {
         return bn_fail(err, BN_ERR_INTERNAL, "threadpool: pthread_cond_init failed");
     }
     if (n_threads > 1) {
+        p->shares = bn_aligned_alloc((size_t)n_threads * sizeof *p->shares);
+        if (!p->shares) {
+            bn_threadpool_free(p);
+            return bn_fail(err, BN_ERR_NOMEM, "threadpool: out of memory");
+        }
+        for (int i = 0; i < n_threads; i++)
+            atomic_init(&p->shares[i].fb, 0);
         p->threads = calloc((size_t)n_threads - 1, sizeof *p->threads);
         if (!p->threads) {
             bn_threadpool_free(p);
@@ -177,6 +189,7 @@ void bn_threadpool_free(bn_threadpool *p) {
     for (int i = 0; i < p->n_started; i++)
         pthread_join(p->threads[i], NULL);
     free(p->threads);
+    bn_aligned_free(p->shares);
     pthread_cond_destroy(&p->done_cv);
     pthread_cond_destroy(&p->work_cv);
     pthread_mutex_destroy(&p->mu);
@@ -215,4 +228,65 @@ void bn_threadpool_run(bn_threadpool *p, bn_task_fn fn, void *arg) {
         atomic_store(&p->caller_sleep, 0);
         pthread_mutex_unlock(&p->mu);
     }
+}
+
+/* ---- balanced ranges ---------------------------------------------------- */
+
+typedef struct RangeJob {
+    bn_threadpool *pool;
+    bn_range_fn fn;
+    void *arg;
+} RangeJob;
+
+/* Takes half (at least one) of what is left of share sh, from the front
+ * (the owner) or the back (a thief). Returns 0 when nothing is left. */
+static int take(struct Share *sh, int from_back, int64_t *c0, int64_t *c1) {
+    unsigned long long s = atomic_load_explicit(&sh->fb, memory_order_acquire);
+    for (;;) {
+        const uint32_t f = (uint32_t)(s >> 32), b = (uint32_t)s;
+        if (f >= b) return 0;
+        const uint32_t n = (b - f + 1) / 2;
+        const unsigned long long t = from_back ? (unsigned long long)f << 32 | (b - n)
+                                               : (unsigned long long)(f + n) << 32 | b;
+        if (atomic_compare_exchange_weak_explicit(&sh->fb, &s, t, memory_order_acq_rel,
+                                                  memory_order_acquire)) {
+            *c0 = from_back ? b - n : f;
+            *c1 = from_back ? b : f + n;
+            return 1;
+        }
+    }
+}
+
+static void range_task(void *arg, int ith, int nth) {
+    const RangeJob *j = arg;
+    struct Share *shares = j->pool->shares;
+    int64_t c0, c1;
+    while (take(&shares[ith], 0, &c0, &c1))
+        j->fn(j->arg, c0, c1);
+    for (;;) { /* the share with the most left, from its back */
+        int best = -1;
+        uint32_t most = 0;
+        for (int i = 0; i < nth; i++) {
+            const unsigned long long s = atomic_load_explicit(&shares[i].fb, memory_order_relaxed);
+            const uint32_t f = (uint32_t)(s >> 32), b = (uint32_t)s;
+            if (b > f && b - f > most) most = b - f, best = i;
+        }
+        if (best < 0) return;
+        if (take(&shares[best], 1, &c0, &c1)) j->fn(j->arg, c0, c1);
+    }
+}
+
+void bn_threadpool_run_ranges(bn_threadpool *p, int64_t n_chunks, bn_range_fn fn, void *arg) {
+    if (n_chunks <= 0) return;
+    const int n = p->n_threads;
+    if (n == 1 || n_chunks > (int64_t)UINT32_MAX) {
+        fn(arg, 0, n_chunks);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        const uint64_t f = (uint64_t)(n_chunks * i / n), b = (uint64_t)(n_chunks * (i + 1) / n);
+        atomic_store_explicit(&p->shares[i].fb, f << 32 | b, memory_order_relaxed);
+    }
+    RangeJob j = {p, fn, arg};
+    bn_threadpool_run(p, range_task, &j); /* publishing the job releases the stores above */
 }

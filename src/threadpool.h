@@ -19,4 +19,14 @@ int bn_threadpool_n_threads(const bn_threadpool *p);
 /* Not reentrant: one run at a time, from the thread that owns the pool. */
 void bn_threadpool_run(bn_threadpool *p, bn_task_fn fn, void *arg);
 
+/* fn(arg, c0, c1) over the chunks [0, n_chunks), every chunk exactly once,
+ * balanced at run time: each part starts on its own contiguous share (as
+ * bn_threadpool_run would split it) and takes halves of what is left of it
+ * from the front; a part whose share is done takes halves from the back of
+ * the share with the most left. So a thread that streams slower than the
+ * others (memory bandwidth is shared unevenly) hands its last chunks over,
+ * and the few large ranges keep each stream long. */
+typedef void (*bn_range_fn)(void *arg, int64_t c0, int64_t c1);
+void bn_threadpool_run_ranges(bn_threadpool *p, int64_t n_chunks, bn_range_fn fn, void *arg);
+
 #endif /* BN_THREADPOOL_H */
