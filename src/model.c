@@ -34,17 +34,55 @@ bn_model_params bn_model_default_params(void) {
 /* Resident buffers owned by the model                                      */
 /* ------------------------------------------------------------------------ */
 
+static int own_reserve(bn_model *m) {
+    if (m->n_owned < m->cap_owned) return 1;
+    size_t cap = m->cap_owned ? m->cap_owned * 2 : 64;
+    void **p = realloc(m->owned, cap * sizeof *p);
+    if (!p) return 0;
+    m->owned = p;
+    m->cap_owned = cap;
+    return 1;
+}
+
 static void *own_alloc(bn_model *m, size_t bytes) {
-    if (m->n_owned == m->cap_owned) {
-        size_t cap = m->cap_owned ? m->cap_owned * 2 : 64;
-        void **p = realloc(m->owned, cap * sizeof *p);
-        if (!p) return NULL;
-        m->owned = p;
-        m->cap_owned = cap;
-    }
+    if (!own_reserve(m)) return NULL;
     void *b = bn_aligned_alloc(bytes ? bytes : 1);
     if (b) m->owned[m->n_owned++] = b;
     return b;
+}
+
+/* Repacked weights, which a decode step streams once per token: one tensor
+ * after another, in load order (the order a step reads them), in blocks of
+ * 64 MiB that are 2 MiB-aligned and advised for transparent huge pages.
+ * Memory that is contiguous in 2 MiB pages streams faster than one
+ * 4 KiB-paged allocation per tensor: on the development machine the B3
+ * weights of the 2B-4T model streamed at 40.0-40.2 GB/s from such blocks
+ * against 35.5-38.9 from separate allocations (one thread). Untouched tails
+ * of a block are never faulted in, so they cost no memory. */
+#define ARENA_BLOCK ((size_t)64 << 20)
+#define HUGE_PAGE ((size_t)2 << 20)
+
+static void *weight_alloc(bn_model *m, size_t bytes) {
+    if (bytes == 0 || bytes > SIZE_MAX - ARENA_BLOCK) return own_alloc(m, bytes);
+    bytes = (bytes + 63) & ~(size_t)63;
+    if (m->arena_left < bytes) {
+        const size_t sz =
+            bytes > ARENA_BLOCK ? (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE : ARENA_BLOCK;
+        if (!own_reserve(m)) return NULL;
+        uint8_t *b = aligned_alloc(HUGE_PAGE, sz);
+        if (!b) return own_alloc(m, bytes);
+#ifdef MADV_HUGEPAGE
+        madvise(b, sz, MADV_HUGEPAGE);
+#endif
+        m->owned[m->n_owned++] = b;
+        m->arena_next = b;
+        m->arena_left = sz;
+    }
+    uint8_t *p = m->arena_next;
+    m->arena_next += bytes;
+    m->arena_left -= bytes;
+    memset(p, 0, bytes);
+    return p;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -353,7 +391,7 @@ static bn_status bind_matrix(bn_model *m, const char *name, int64_t n_cols, int6
         int layout = 0;
         const size_t packed = m->kernels->packed_size ? m->kernels->packed_size(t, &layout) : 0;
         if (packed > 0 && m->kernels->pack) {
-            void *dst = own_alloc(m, packed);
+            void *dst = weight_alloc(m, packed);
             if (!dst) return bn_fail(err, BN_ERR_NOMEM, "tensor '%s': out of memory", name);
             const void *src = t->data;
             m->kernels->pack(t, layout, dst);

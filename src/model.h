@@ -85,6 +85,8 @@ struct bn_model {
     void **owned; /* resident buffers: ternarized weights, converted norms */
     size_t n_owned;
     size_t cap_owned;
+    uint8_t *arena_next; /* weight_alloc: free space in the current block */
+    size_t arena_left;
     bn_tokenizer *tokenizer;
     int64_t n_params;
     uint64_t weight_bytes;
