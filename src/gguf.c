@@ -1351,3 +1351,9 @@ bn_status bn_gguf_writer_write(bn_gguf_writer *w, const char *path, bn_error *er
     free(tmp);
     return bn_ok(err);
 }
+
+int bn_gguf_in_mapping(const bn_gguf *g, const void *p, size_t n) {
+    if (!g || !g->map || !p) return 0;
+    const uintptr_t a = (uintptr_t)p, lo = (uintptr_t)g->map;
+    return a >= lo && a - lo <= g->map_len && n <= g->map_len - (a - lo);
+}

@@ -24,4 +24,9 @@ bn_status bn_gguf_writer_write_memory(bn_gguf_writer *w, void **out, size_t *siz
 bn_status bn_gguf_writer_set_raw(bn_gguf_writer *w, const char *key, bn_gguf_vtype type,
                                  const void *payload, size_t size, bn_error *err);
 
+/* 1 when [p, p + n) lies in g's read-only file mapping (bn_gguf_open),
+ * whose pages a process may drop (madvise) and fault in again from the
+ * file; 0 for a GGUF in memory or a range outside it. */
+int bn_gguf_in_mapping(const bn_gguf *g, const void *p, size_t n);
+
 #endif /* BN_GGUF_INTERNAL_H */

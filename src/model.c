@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "fmt.h"
+#include "gguf_internal.h"
 #include "quant.h"
 
 #define MAX_DIM (1 << 20)
@@ -56,32 +57,55 @@ static void *own_alloc(bn_model *m, size_t bytes) {
  * 64 MiB that are 2 MiB-aligned and advised for transparent huge pages.
  * Memory that is contiguous in 2 MiB pages streams faster than one
  * 4 KiB-paged allocation per tensor: on the development machine the B3
- * weights of the 2B-4T model streamed at 40.0-40.2 GB/s from such blocks
- * against 35.5-38.9 from separate allocations (one thread). Untouched tails
- * of a block are never faulted in, so they cost no memory. */
+ * weights of the 2B-4T model streamed at 40.0-42.0 GB/s from such blocks
+ * against 35.5-38.9 from separate allocations (one thread). The blocks are
+ * anonymous mappings, so they start zeroed without being written, and the
+ * first touch (the repacking, on two threads) faults them in; untouched
+ * tails are never faulted in and cost no memory. BITNET_HUGEPAGES=0 leaves
+ * out the advice. */
 #define ARENA_BLOCK ((size_t)64 << 20)
 #define HUGE_PAGE ((size_t)2 << 20)
 
+static void *map_block(bn_model *m, size_t sz) {
+    if (m->n_blocks == m->cap_blocks) {
+        const size_t cap = m->cap_blocks ? m->cap_blocks * 2 : 16;
+        struct bn_block *nb = realloc(m->blocks, cap * sizeof *nb);
+        if (!nb) return NULL;
+        m->blocks = nb;
+        m->cap_blocks = cap;
+    }
+    /* map one huge page more, then trim to a 2 MiB-aligned block */
+    uint8_t *raw =
+        mmap(NULL, sz + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    uint8_t *b = (uint8_t *)(((uintptr_t)raw + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE);
+    if (b > raw) munmap(raw, (size_t)(b - raw));
+    const size_t tail = (size_t)(raw + sz + HUGE_PAGE - (b + sz));
+    if (tail > 0) munmap(b + sz, tail);
+#ifdef MADV_HUGEPAGE
+    const char *hp = getenv("BITNET_HUGEPAGES");
+    if (!hp || strcmp(hp, "0") != 0) madvise(b, sz, MADV_HUGEPAGE);
+#endif
+    m->blocks[m->n_blocks].p = b;
+    m->blocks[m->n_blocks].size = sz;
+    m->n_blocks++;
+    return b;
+}
+
 static void *weight_alloc(bn_model *m, size_t bytes) {
-    if (bytes == 0 || bytes > SIZE_MAX - ARENA_BLOCK) return own_alloc(m, bytes);
+    if (bytes == 0 || bytes > SIZE_MAX - 2 * ARENA_BLOCK) return own_alloc(m, bytes);
     bytes = (bytes + 63) & ~(size_t)63;
     if (m->arena_left < bytes) {
         const size_t sz =
             bytes > ARENA_BLOCK ? (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE : ARENA_BLOCK;
-        if (!own_reserve(m)) return NULL;
-        uint8_t *b = aligned_alloc(HUGE_PAGE, sz);
+        uint8_t *b = map_block(m, sz);
         if (!b) return own_alloc(m, bytes);
-#ifdef MADV_HUGEPAGE
-        madvise(b, sz, MADV_HUGEPAGE);
-#endif
-        m->owned[m->n_owned++] = b;
         m->arena_next = b;
         m->arena_left = sz;
     }
     uint8_t *p = m->arena_next;
     m->arena_next += bytes;
     m->arena_left -= bytes;
-    memset(p, 0, bytes);
     return p;
 }
 
@@ -325,6 +349,33 @@ static bn_status ternarize_to_i2s(bn_model *m, const bn_type_traits *tt, const v
     t->scale = s;
     m->weight_bytes += packed;
     return BN_OK;
+}
+
+/* The head, streamed whole every token like the repacked weights: a copy
+ * in the weight blocks streams faster than the file's 4 KiB page-cache
+ * pages. The file's pages are dropped from this process as they are copied
+ * (they stay in the page cache; an access refaults them), so memory holds
+ * one copy and peak memory grows by one chunk. Only a tensor in the file
+ * mapping is moved (dropping pages of a buffer in memory would zero them). */
+static void own_streamed(bn_model *m, bn_tensor *t) {
+    const size_t bytes = t->row_bytes * (size_t)t->n_rows, chunk = (size_t)8 << 20;
+    if (bytes < HUGE_PAGE || !bn_gguf_in_mapping(m->gguf, t->data, bytes)) return;
+    uint8_t *dst = weight_alloc(m, bytes);
+    if (!dst) return; /* keep reading the mapping */
+    const uint8_t *src = t->data;
+    const long pgl = sysconf(_SC_PAGESIZE);
+    const uintptr_t pg = pgl > 0 ? (uintptr_t)pgl : 4096;
+    uintptr_t dropped = ((uintptr_t)src + pg - 1) / pg * pg;
+    for (size_t o = 0; o < bytes; o += chunk) {
+        const size_t n = bytes - o < chunk ? bytes - o : chunk;
+        memcpy(dst + o, src + o, n);
+        const uintptr_t e = ((uintptr_t)src + o + n) / pg * pg;
+        if (e > dropped) {
+            madvise((void *)dropped, (size_t)(e - dropped), MADV_DONTNEED);
+            dropped = e;
+        }
+    }
+    t->data = dst;
 }
 
 static bn_status bind_matrix(bn_model *m, const char *name, int64_t n_cols, int64_t n_rows,
@@ -663,10 +714,13 @@ static bn_status load(bn_model *m, const char *path, const bn_model_params *p, b
                            "tied head: token_embd.weight has type %s, which has no kernel",
                            bn_type_name(m->tok_embd.type));
         }
+        own_streamed(m, &m->tok_embd);
         m->output = m->tok_embd;
         m->pub.tied_output = 1;
     } else if (st != BN_OK) {
         return st;
+    } else {
+        own_streamed(m, &m->output);
     }
     int64_t fi = bn_gguf_find_tensor(g, "rope_freqs.weight");
     if (fi >= 0 && c->rope_dim > 0) {
@@ -744,6 +798,9 @@ void bn_model_free(bn_model *m) {
     for (size_t i = 0; i < m->n_owned; i++)
         bn_aligned_free(m->owned[i]);
     free(m->owned);
+    for (size_t i = 0; i < m->n_blocks; i++)
+        munmap(m->blocks[i].p, m->blocks[i].size);
+    free(m->blocks);
     free(m->layers);
     bn_tokenizer_free(m->tokenizer);
     bn_gguf_close(m->gguf);

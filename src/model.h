@@ -85,7 +85,12 @@ struct bn_model {
     void **owned; /* resident buffers: ternarized weights, converted norms */
     size_t n_owned;
     size_t cap_owned;
-    uint8_t *arena_next; /* weight_alloc: free space in the current block */
+    struct bn_block { /* weight_alloc's mapped blocks */
+        void *p;
+        size_t size;
+    } * blocks;
+    size_t n_blocks, cap_blocks;
+    uint8_t *arena_next; /* free space in the current block */
     size_t arena_left;
     bn_tokenizer *tokenizer;
     int64_t n_params;
