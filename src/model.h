@@ -92,6 +92,8 @@ struct bn_model {
     size_t n_blocks, cap_blocks;
     uint8_t *arena_next; /* free space in the current block */
     size_t arena_left;
+    uint8_t *arena_faulted; /* pages of the block faulted in up to here */
+    int huge_pages;         /* the blocks are advised for huge pages */
     bn_tokenizer *tokenizer;
     int64_t n_params;
     uint64_t weight_bytes;
