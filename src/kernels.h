@@ -99,6 +99,11 @@ typedef struct bn_kernels {
     bn_attn_head2_fn attn_head2;
     bn_ffn_act_fn ffn_act;
     bn_rmsnorm_fn rmsnorm; /* optional: NULL uses bn_rmsnorm */
+    /* 1: the set's decode kernels stream weights at memory bandwidth, so the
+     * loader puts the weights they stream in huge-page blocks (model.c,
+     * weight_alloc) and copies the head there; slower kernels gain nothing
+     * from that and would only pay its load time. */
+    int bandwidth_bound;
     /* Optional repacking of a BitLinear weight into a layout chosen for this
      * set's matmul_i8, done once at load (model.c, bind_matrix). packed_size
      * chooses the layout for w (*layout) and returns the bytes it needs (0:

@@ -1174,6 +1174,7 @@ static const bn_kernels k_avx512 = {
     .attn_head2 = avx512_attn_head2,
     .ffn_act = avx512_ffn_act,
     .rmsnorm = avx512_rmsnorm,
+    .bandwidth_bound = 1,
     .packed_size = avx512_packed_size,
     .pack = avx512_pack,
 };

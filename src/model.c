@@ -140,7 +140,9 @@ static void *weight_alloc(bn_model *m, size_t bytes) {
 #ifdef BN_ASAN
     return own_alloc(m, bytes);
 #endif
-    if (bytes == 0 || bytes > SIZE_MAX - 2 * ARENA_BLOCK) return own_alloc(m, bytes);
+    if (!m->kernels->bandwidth_bound || bytes == 0 || bytes > SIZE_MAX - 2 * ARENA_BLOCK) {
+        return own_alloc(m, bytes);
+    }
     bytes = (bytes + 63) & ~(size_t)63;
     if (m->arena_left < bytes) {
         const size_t sz =
@@ -416,7 +418,10 @@ static bn_status ternarize_to_i2s(bn_model *m, const bn_type_traits *tt, const v
  * mapping is moved (dropping pages of a buffer in memory would zero them). */
 static void own_streamed(bn_model *m, bn_tensor *t) {
     const size_t bytes = t->row_bytes * (size_t)t->n_rows, chunk = (size_t)8 << 20;
-    if (bytes < HUGE_PAGE || !bn_gguf_in_mapping(m->gguf, t->data, bytes)) return;
+    if (!m->kernels->bandwidth_bound || bytes < HUGE_PAGE ||
+        !bn_gguf_in_mapping(m->gguf, t->data, bytes)) {
+        return;
+    }
     uint8_t *dst = weight_alloc(m, bytes);
     if (!dst) return; /* keep reading the mapping */
     const uint8_t *src = t->data;
