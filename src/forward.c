@@ -172,9 +172,9 @@ static void quant_task(void *arg, int ith, int nth) {
 
 /* Small data that the step touches right after a matmul and that is cold
  * by then (each layer's norm weights, the KV slots the token writes): the
- * calling thread prefetches it when its share of the matmul is done, while
- * the other threads finish theirs, instead of waiting for each line in the
- * serial step that follows. */
+ * caller prefetches all of it as soon as the matmul is done, so that its
+ * lines arrive together instead of missing one after another in the serial
+ * step that follows. */
 #define AHEAD_MAX 16
 typedef struct Ahead {
     int n;
@@ -213,8 +213,17 @@ typedef struct MatJob {
     const int8_t *q; /* int8 activations and their scales */
     const float *ascale;
     int64_t n_tok;
-    const Ahead *ahead; /* fetched by part 0 after its rows; may be NULL */
 } MatJob;
+
+/* Rows [r0, r1) of matrix i of the job. */
+static void mat_rows(const MatJob *j, int i, int64_t n_tok, int64_t r0, int64_t r1) {
+    const bn_tensor *w = j->w[i];
+    if (j->q) {
+        j->k->matmul_i8[w->type](w, j->q, j->ascale, n_tok, j->out[i], w->n_rows, r0, r1);
+    } else {
+        j->k->matmul_f32[w->type](w, j->x, n_tok, j->out[i], w->n_rows, r0, r1);
+    }
+}
 
 static void mat_task(void *arg, int ith, int nth) {
     const MatJob *j = arg;
@@ -225,14 +234,8 @@ static void mat_task(void *arg, int ith, int nth) {
         const bn_tensor *w = j->w[i];
         const int64_t r0 = lo > base ? lo - base : 0;
         const int64_t r1 = hi - base < w->n_rows ? hi - base : w->n_rows;
-        if (r0 >= r1) continue;
-        if (j->q) {
-            j->k->matmul_i8[w->type](w, j->q, j->ascale, j->n_tok, j->out[i], w->n_rows, r0, r1);
-        } else {
-            j->k->matmul_f32[w->type](w, j->x, j->n_tok, j->out[i], w->n_rows, r0, r1);
-        }
+        if (r0 < r1) mat_rows(j, i, j->n_tok, r0, r1);
     }
-    if (ith == 0 && j->ahead) ahead_fetch(j->ahead);
 }
 
 /* One token: the matrices' rows in chunks, balanced at run time
@@ -260,11 +263,7 @@ static void mat_range(void *arg, int64_t c0, int64_t c1) {
             const int64_t e = c1 < base + nc ? c1 : base + nc;
             const int64_t r0 = (c0 - base) * g;
             const int64_t r1 = (e - base) * g < w->n_rows ? (e - base) * g : w->n_rows;
-            if (j->q) {
-                j->k->matmul_i8[w->type](w, j->q, j->ascale, 1, j->out[i], w->n_rows, r0, r1);
-            } else {
-                j->k->matmul_f32[w->type](w, j->x, 1, j->out[i], w->n_rows, r0, r1);
-            }
+            mat_rows(j, i, 1, r0, r1);
             c0 = e;
         }
         base += nc;
@@ -285,7 +284,6 @@ static void matmul(const bn_model *m, RunState *s, bn_threadpool *pool, int bitl
     j.w[0] = w0, j.w[1] = w1, j.w[2] = w2;
     j.out[0] = o0, j.out[1] = o1, j.out[2] = o2;
     j.n_tok = n_tok;
-    j.ahead = ahead;
     if (bitlinear) {
         QuantJob qj = {m->kernels, x, w0->n_cols, n_tok, s->qa, s->ascale};
         if (n_tok >= 4 && nth > 1) {
@@ -306,10 +304,10 @@ static void matmul(const bn_model *m, RunState *s, bn_threadpool *pool, int bitl
             chunks += (j.w[i]->n_rows + g - 1) / g;
         }
         bn_threadpool_run_ranges(pool, chunks, mat_range, &j);
-        if (ahead) ahead_fetch(ahead);
-        return;
+    } else {
+        bn_threadpool_run(pool, mat_task, &j);
     }
-    bn_threadpool_run(pool, mat_task, &j);
+    if (ahead) ahead_fetch(ahead);
 }
 
 /* ------------------------------------------------------------------------ */
