@@ -410,12 +410,25 @@ static bn_status ternarize_to_i2s(bn_model *m, const bn_type_traits *tt, const v
     return BN_OK;
 }
 
+/* Drops from this process the whole pages inside [p, p + n) when they lie
+ * in the model's read-only file mapping: they stay in the page cache, and an
+ * access faults them in again (dropping pages of a buffer in memory would
+ * zero them instead, so nothing else is touched). Returns where the dropped
+ * range ends (p + n rounded down to a page). */
+static const uint8_t *drop_file_pages(const bn_model *m, const void *p, size_t n) {
+    const long pgl = sysconf(_SC_PAGESIZE);
+    const uintptr_t pg = pgl > 0 ? (uintptr_t)pgl : 4096;
+    const uintptr_t a = ((uintptr_t)p + pg - 1) / pg * pg, e = ((uintptr_t)p + n) / pg * pg;
+    if (e > a && bn_gguf_in_mapping(m->gguf, p, n))
+        madvise((void *)a, (size_t)(e - a), MADV_DONTNEED);
+    return (const uint8_t *)e;
+}
+
 /* The head, streamed whole every token like the repacked weights: a copy
  * in the weight blocks streams faster than the file's 4 KiB page-cache
  * pages. The file's pages are dropped from this process as they are copied
- * (they stay in the page cache; an access refaults them), so memory holds
- * one copy and peak memory grows by one chunk. Only a tensor in the file
- * mapping is moved (dropping pages of a buffer in memory would zero them). */
+ * (drop_file_pages), so memory holds one copy and peak memory grows by
+ * one chunk. Only a tensor in the file mapping is moved. */
 static void own_streamed(bn_model *m, bn_tensor *t) {
     const size_t bytes = t->row_bytes * (size_t)t->n_rows, chunk = (size_t)8 << 20;
     if (!m->kernels->bandwidth_bound || bytes < HUGE_PAGE ||
@@ -423,19 +436,13 @@ static void own_streamed(bn_model *m, bn_tensor *t) {
         return;
     }
     uint8_t *dst = weight_alloc(m, bytes);
-    if (!dst) return; /* keep reading the mapping */
-    const uint8_t *src = t->data;
-    const long pgl = sysconf(_SC_PAGESIZE);
-    const uintptr_t pg = pgl > 0 ? (uintptr_t)pgl : 4096;
-    uintptr_t dropped = ((uintptr_t)src + pg - 1) / pg * pg;
+    if (!dst) return;                          /* keep reading the mapping */
+    const uint8_t *src = t->data, *kept = src; /* pages from kept on are still mapped */
     for (size_t o = 0; o < bytes; o += chunk) {
         const size_t n = bytes - o < chunk ? bytes - o : chunk;
         memcpy(dst + o, src + o, n);
-        const uintptr_t e = ((uintptr_t)src + o + n) / pg * pg;
-        if (e > dropped) {
-            madvise((void *)dropped, (size_t)(e - dropped), MADV_DONTNEED);
-            dropped = e;
-        }
+        const uint8_t *e = drop_file_pages(m, kept, (size_t)(src + o + n - kept));
+        if (e > kept) kept = e;
     }
     t->data = dst;
 }
@@ -508,12 +515,7 @@ static bn_status bind_matrix(bn_model *m, const char *name, int64_t n_cols, int6
             if (!dst) return bn_fail(err, BN_ERR_NOMEM, "tensor '%s': out of memory", name);
             const void *src = t->data;
             m->kernels->pack(t, layout, dst);
-            if (src == data && !m->file_buf) { /* data is in the model's own file mapping */
-                const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
-                const uintptr_t a = ((uintptr_t)data + pg - 1) / pg * pg;
-                const uintptr_t e = ((uintptr_t)data + need) / pg * pg;
-                if (pg > 0 && e > a) madvise((void *)a, (size_t)(e - a), MADV_DONTNEED);
-            }
+            if (src == data) drop_file_pages(m, data, need); /* not ternarized: the file's */
             need = packed;
         }
         m->weight_bytes += need;
