@@ -570,6 +570,12 @@ static void apply_mirostat_v2(bn_sampler *s) {
     s->n_sorted = 0;
 }
 
+/* The error for a logit no sampler can take (NaN or +inf). */
+static bn_status bad_logit(bn_error *err, int32_t i, float l) {
+    return bn_fail(err, BN_ERR_INVALID_ARG, "sampler: logits[%d] is %s", (int)i,
+                   isnan(l) ? "NaN" : "+inf");
+}
+
 /* Load logits, run the chain, leave the final set in c[0..size) with
  * normalized p. */
 static bn_status build(bn_sampler *s, const float *logits, bn_error *err) {
@@ -578,9 +584,7 @@ static bn_status build(bn_sampler *s, const float *logits, bn_error *err) {
     int32_t n = s->n_vocab;
     for (int32_t i = 0; i < n; i++) {
         float l = logits[i];
-        if (isnan(l) || l == INFINITY)
-            return bn_fail(err, BN_ERR_INVALID_ARG, "sampler: logits[%d] is %s", (int)i,
-                           isnan(l) ? "NaN" : "+inf");
+        if (isnan(l) || l == INFINITY) return bad_logit(err, i, l);
         c[i].logit = c[i].key = l;
         c[i].p = 0;
         c[i].id = i;
@@ -639,9 +643,7 @@ static bn_status greedy_pick(const float *logits, int32_t n, int32_t *token, bn_
     }
     if (bad) {
         for (int32_t i = 0; i < n; i++) {
-            if (isnan(logits[i]) || logits[i] == INFINITY)
-                return bn_fail(err, BN_ERR_INVALID_ARG, "sampler: logits[%d] is %s", (int)i,
-                               isnan(logits[i]) ? "NaN" : "+inf");
+            if (isnan(logits[i]) || logits[i] == INFINITY) return bad_logit(err, i, logits[i]);
         }
     }
     const uint32_t mb = (uint32_t)best ^ ((uint32_t)(best >> 31) & 0x7fffffffu);
