@@ -15,7 +15,8 @@ What it does, in one run:
   3. for each repetition, each thread count and each format, runs our engine
      and llama.cpp one after the other (interleaved, each in its own process,
      so that load, peak RSS and noise from other work on the machine hit both
-     alike): prefill of 128 tokens as one batch, then 64 greedy decode steps;
+     alike): prefill of 128 tokens as one batch, then 64 greedy decode steps,
+     both with an F16 KV cache (llama.cpp's default; --kv f32 for float32);
   4. runs transformers' BitNetForCausalLM (float32, CPU torch, eager) and our
      engine on a smaller model of the bitnet-b1.58 architecture (safetensors
      and GGUF I2_S of the same weights);
@@ -108,8 +109,10 @@ def build_engine() -> None:
 
 
 def run_ours(model: Path, threads: int, n_prompt: int, n_gen: int, profile: bool,
-             ceiling: bool = False) -> dict:
+             ceiling: bool = False, kv: str = "f32") -> dict:
     cmd = [str(DRIVER), str(model), str(threads), str(n_prompt), str(n_gen), "1"]
+    if kv == "f16":
+        cmd.append("--kv-f16")
     if profile:
         cmd.append("--profile")
     if ceiling:
@@ -122,7 +125,7 @@ def run_ours(model: Path, threads: int, n_prompt: int, n_gen: int, profile: bool
             "profile": r.get("profile"), "ceiling": r.get("ceiling")}
 
 
-def llama_worker(model: str, threads: int, n_prompt: int, n_gen: int) -> None:
+def llama_worker(model: str, threads: int, n_prompt: int, n_gen: int, kv: str) -> None:
     """Runs in a child process: prints one JSON line."""
     import numpy as np
     from llama_cpp import Llama
@@ -131,7 +134,7 @@ def llama_worker(model: str, threads: int, n_prompt: int, n_gen: int) -> None:
     t = time.perf_counter()
     llm = Llama(model_path=model, n_ctx=n_prompt + n_gen + 8, n_batch=n_prompt,
                 n_ubatch=n_prompt, n_threads=threads, n_threads_batch=threads, verbose=False,
-                use_mmap=True)
+                use_mmap=True, **({} if kv == "f16" else {"type_k": 0, "type_v": 0}))
     load_s = time.perf_counter() - t
     n_vocab = llm.n_vocab()
     prompt = [3 + (i * 7919) % (n_vocab - 3) for i in range(n_prompt)]
@@ -154,12 +157,13 @@ def llama_worker(model: str, threads: int, n_prompt: int, n_gen: int) -> None:
                       "python_rss_mb": base_rss / 1024}))
 
 
-def run_llama(model: Path, threads: int, n_prompt: int, n_gen: int, passive: bool = False) -> dict:
+def run_llama(model: Path, threads: int, n_prompt: int, n_gen: int, passive: bool = False,
+              kv: str = "f16") -> dict:
     env = dict(os.environ)
     if passive:  # OpenMP workers sleep instead of spinning (kinder on a busy machine)
         env["OMP_WAIT_POLICY"] = "PASSIVE"
     out = subprocess.run([sys.executable, __file__, "--llama-worker", str(model), str(threads),
-                          str(n_prompt), str(n_gen)], check=True, capture_output=True,
+                          str(n_prompt), str(n_gen), kv], check=True, capture_output=True,
                          text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -204,7 +208,7 @@ def hf_worker(hf_dir: str, threads: int, n_prompt: int, n_gen: int) -> None:
 
 def run_hf(hf_dir: Path, threads: int, n_prompt: int, n_gen: int) -> dict:
     out = subprocess.run([sys.executable, __file__, "--hf-worker", str(hf_dir), str(threads),
-                          str(n_prompt), str(n_gen)], check=True, capture_output=True,
+                          str(n_prompt), str(n_gen), kv], check=True, capture_output=True,
                          text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -236,7 +240,7 @@ def print_profile(prof: dict) -> None:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--llama-worker":
-        llama_worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        llama_worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
         return 0
     if len(sys.argv) > 1 and sys.argv[1] == "--hf-worker":
         hf_worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
@@ -256,6 +260,10 @@ def main() -> int:
     ap.add_argument("--llama-omp-passive", action="store_true",
                     help="run llama.cpp with OMP_WAIT_POLICY=PASSIVE (its OpenMP workers sleep "
                          "instead of spinning: much better when the machine is oversubscribed)")
+    ap.add_argument("--kv", choices=["f16", "f32"], default="f16",
+                    help="KV cache of both engines on the 2B-4T files (default f16: llama.cpp's "
+                         "default cache; f32 sets its type_k/type_v to F32). The transformers "
+                         "comparison keeps float32, as transformers does")
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--json", default=str(BENCH / "results" / "bench.json"))
     a = ap.parse_args()
@@ -274,7 +282,7 @@ def main() -> int:
         a.no_llama = True
     results: dict = {"machine": {"cpu": os.uname().machine, "nproc": os.cpu_count()},
                      "llama_cpp": llama_info, "llama_omp_passive": a.llama_omp_passive,
-                     "n_prompt": a.n_prompt, "n_gen": a.n_gen,
+                     "n_prompt": a.n_prompt, "n_gen": a.n_gen, "kv": a.kv,
                      "load_before": loadavg(), "engine": {}, "llama": {}, "hf": {}}
     ours: dict = {}
     llama: dict = {}
@@ -282,13 +290,14 @@ def main() -> int:
         for t in threads:
             for f in formats:
                 la = loadavg()
-                r = run_ours(big_model(f), t, a.n_prompt, a.n_gen, a.profile, a.kernels)
+                r = run_ours(big_model(f), t, a.n_prompt, a.n_gen, a.profile, a.kernels, a.kv)
                 r["load_avg"] = la
                 ours.setdefault((f, t), []).append(r)
                 log(f"[{rep}] ours {f} {t}t: pp {r['pp']:.1f} tg {r['tg']:.2f} (load {la})")
                 if not a.no_llama:
                     la = loadavg()
-                    r = run_llama(big_model(f), t, a.n_prompt, a.n_gen, a.llama_omp_passive)
+                    r = run_llama(big_model(f), t, a.n_prompt, a.n_gen, a.llama_omp_passive,
+                                  a.kv)
                     r["load_avg"] = la
                     llama.setdefault((f, t), []).append(r)
                     log(f"[{rep}] llama.cpp {f} {t}t: pp {r['pp']:.1f} tg {r['tg']:.2f} "
@@ -324,6 +333,7 @@ def main() -> int:
         results["kernel_bandwidth"] = kruns
     print(f"\nBitNet b1.58 2B-4T shapes (synthetic weights, `bitnet` SiLU arch, Q6_K tied head); "
           f"prefill {a.n_prompt} / decode {a.n_gen} tokens/s, best of {a.reps} interleaved runs; "
+          f"{a.kv.upper()} KV cache in both engines; "
           f"load average before: {results['load_before']}, after: {loadavg()}")
     hdr = ("| engine, weights | thr | prefill t/s | decode t/s | pp / llama TQ2_0 | "
            "tg / llama TQ2_0 | load s | peak RSS MiB | decode GB/s | of read | of bound |")

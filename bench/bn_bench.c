@@ -1,10 +1,11 @@
 /* Engine benchmark driver (built and run by bench/bench_engine.py):
- *   bn_bench MODEL THREADS N_PROMPT N_GEN REPS [--profile] [--ceiling]
+ *   bn_bench MODEL THREADS N_PROMPT N_GEN REPS [--profile] [--ceiling] [--kv-f16]
  * loads MODEL (timed), evaluates an N_PROMPT-token prompt as one batch
  * (prefill) REPS times from an empty cache, then generates N_GEN tokens one
  * at a time (decode, greedy) REPS times, and prints one JSON object: load
  * seconds, the best and median tokens/s of each phase, peak RSS, and with
  * --profile the decode step broken down by phase (bn_profile, profile.h).
+ * --kv-f16 keeps the KV cache in IEEE half (llama.cpp's default cache).
  *
  * --ceiling measures how close a decode step comes to the memory-bandwidth
  * wall. Memory bandwidth on a shared machine moves from second to second,
@@ -74,17 +75,20 @@ static void read_task(void *arg, int ith, int nth) {
 
 int main(int argc, char **argv) {
     if (argc < 6) {
-        DIE("usage: bn_bench MODEL THREADS N_PROMPT N_GEN REPS [--profile] [--ceiling]");
+        DIE("usage: bn_bench MODEL THREADS N_PROMPT N_GEN REPS [--profile] [--ceiling] "
+            "[--kv-f16]");
     }
     const char *path = argv[1];
     const int n_threads = atoi(argv[2]), n_prompt = atoi(argv[3]), n_gen = atoi(argv[4]);
     const int reps = atoi(argv[5]);
-    int profile = 0, ceiling = 0;
+    int profile = 0, ceiling = 0, kv_f16 = 0;
     for (int i = 6; i < argc; i++) {
         if (strcmp(argv[i], "--profile") == 0) {
             profile = 1;
         } else if (strcmp(argv[i], "--ceiling") == 0) {
             ceiling = 1;
+        } else if (strcmp(argv[i], "--kv-f16") == 0) {
+            kv_f16 = 1;
         } else {
             DIE("unknown option %s", argv[i]);
         }
@@ -102,6 +106,7 @@ int main(int argc, char **argv) {
     cp.n_ctx = n_prompt + n_gen + 8;
     cp.n_batch = n_prompt;
     cp.n_threads = n_threads;
+    cp.kv_type = kv_f16 ? BN_KV_F16 : BN_KV_F32;
     bn_context *c = NULL;
     if (bn_context_new(m, &cp, &c, &err) != BN_OK) DIE("context: %s", err.msg);
     bn_sampler_params sp = bn_sampler_default_params();
@@ -170,9 +175,10 @@ int main(int argc, char **argv) {
             if (bn_decode(c, &one, &err) != BN_OK) DIE("decode: %s", err.msg);
             next = pick(smp, c);
             steps_s += now() - t;
-            /* the step reads K and V (float) of positions 0..pos of every layer */
-            const double kv = 2.0 * 4.0 * (double)cfg.n_layer * (double)(n_prompt + i + 1) *
-                              (double)cfg.n_head_kv * (double)cfg.head_dim;
+            /* the step reads K and V of positions 0..pos of every layer */
+            const double kv = 2.0 * (kv_f16 ? 2.0 : 4.0) * (double)cfg.n_layer *
+                              (double)(n_prompt + i + 1) * (double)cfg.n_head_kv *
+                              (double)cfg.head_dim;
             const double gbps = (double)words * 8.0 / best / 1e9;
             bound_w += (double)wbytes / (gbps * 1e9);
             bound_wkv += ((double)wbytes + kv) / (gbps * 1e9);

@@ -465,11 +465,17 @@ BN_API void bn_checkpoint_free_memory(void *p);
 
 typedef struct bn_context bn_context;
 
+/* What the KV cache stores. F16 (IEEE half, as llama.cpp's default cache)
+ * takes half the memory and half the bytes a decode step's attention reads;
+ * keys and values are rounded to half precision as they are stored. */
+typedef enum bn_kv_type { BN_KV_F32 = 0, BN_KV_F16 = 1 } bn_kv_type;
+
 typedef struct bn_context_params {
     int32_t n_ctx;     /* KV positions per sequence; 0: the model's n_ctx_train */
     int32_t n_seq;     /* independent sequences (KV slots); default 1 */
     int32_t n_batch;   /* max tokens per bn_decode call; 0: 512 */
     int32_t n_threads; /* 0: all cores */
+    int32_t kv_type;   /* bn_kv_type; default BN_KV_F32 */
 } bn_context_params;
 
 BN_API bn_context_params bn_context_default_params(void);

@@ -43,6 +43,7 @@ bn_context_params bn_context_default_params(void) {
     p.n_seq = 1;
     p.n_batch = 512;
     p.n_threads = 0;
+    p.kv_type = BN_KV_F32;
     return p;
 }
 
@@ -94,6 +95,10 @@ bn_status bn_context_new(const bn_model *m, const bn_context_params *params, bn_
     const int64_t room = (int64_t)p.n_ctx * p.n_seq;
     if (p.n_batch > room) p.n_batch = (int32_t)room;
     if (p.n_threads < 0) return bn_fail(err, BN_ERR_INVALID_ARG, "n_threads %d < 0", p.n_threads);
+    if (p.kv_type != BN_KV_F32 && p.kv_type != BN_KV_F16) {
+        return bn_fail(err, BN_ERR_INVALID_ARG, "kv_type %d is not BN_KV_F32 (0) or BN_KV_F16 (1)",
+                       p.kv_type);
+    }
 
     bn_context *c = calloc(1, sizeof *c);
     if (!c) return bn_fail(err, BN_ERR_NOMEM, "out of memory");
@@ -102,8 +107,8 @@ bn_status bn_context_new(const bn_model *m, const bn_context_params *params, bn_
     c->n_seq = p.n_seq;
     c->n_batch = p.n_batch;
     c->n_threads = resolve_threads(p.n_threads);
-    bn_status st =
-        kv_cache_init(&c->kv, c->n_seq, cfg->n_layer, c->n_ctx, cfg->n_head_kv, cfg->head_dim, err);
+    bn_status st = kv_cache_init(&c->kv, c->n_seq, cfg->n_layer, c->n_ctx, cfg->n_head_kv,
+                                 cfg->head_dim, p.kv_type == BN_KV_F16, err);
     if (st == BN_OK) st = runstate_init(&c->rs, cfg, c->n_batch, c->n_ctx, c->n_threads, err);
     if (st == BN_OK) st = bn_threadpool_new(c->n_threads, &c->pool, err);
     if (st == BN_OK) {

@@ -361,10 +361,11 @@ static void attn_task(void *arg, int ith, int nth) {
         const size_t base = kv_cache_offset(kv, j->seq[t], j->layer, h / group, 0);
         float *o = s->xb + t * c->q_dim + (int64_t)h * hd;
         if (per == 2) {
-            j->k->attn_head2(qh, qh + hd, kv->k + base, kv->v + base, hd, p + 1, hd, scale, att, o,
-                             o + hd);
+            j->k->attn_head2(qh, qh + hd, kv_cache_k(kv, base), kv_cache_v(kv, base), kv->f16, hd,
+                             p + 1, hd, scale, att, o, o + hd);
         } else {
-            j->k->attn_head(qh, kv->k + base, kv->v + base, hd, p + 1, hd, scale, att, o);
+            j->k->attn_head(qh, kv_cache_k(kv, base), kv_cache_v(kv, base), kv->f16, hd, p + 1, hd,
+                            scale, att, o);
         }
     }
 }
@@ -434,11 +435,19 @@ static void tok_step(const TokJob *j, int64_t t) {
         for (int h = 0; h < c->n_head_kv; h++) {
             rope_head(s->k + t * KVD + (int64_t)h * c->head_dim, c->rope_dim, c->rope_neox, cs, sn);
         }
+        const KVCache *kv = j->kv;
         const size_t hb = (size_t)c->head_dim * sizeof(float);
         for (int h = 0; h < c->n_head_kv; h++) {
-            const size_t off = kv_cache_offset(j->kv, j->a->seq[t], j->layer, h, j->a->pos[t]);
-            memcpy(j->kv->k + off, s->k + t * KVD + (int64_t)h * c->head_dim, hb);
-            memcpy(j->kv->v + off, s->v + t * KVD + (int64_t)h * c->head_dim, hb);
+            const size_t off = kv_cache_offset(kv, j->a->seq[t], j->layer, h, j->a->pos[t]);
+            const float *kh = s->k + t * KVD + (int64_t)h * c->head_dim;
+            const float *vh = s->v + t * KVD + (int64_t)h * c->head_dim;
+            if (kv->f16) {
+                m->kernels->to_f16(kh, kv_cache_k(kv, off), c->head_dim);
+                m->kernels->to_f16(vh, kv_cache_v(kv, off), c->head_dim);
+            } else {
+                memcpy(kv_cache_k(kv, off), kh, hb);
+                memcpy(kv_cache_v(kv, off), vh, hb);
+            }
         }
         break;
     }
@@ -514,11 +523,11 @@ bn_status bn_forward(const bn_model *m, RunState *s, KVCache *kv, bn_threadpool 
          * pool and the data is reused across tokens). */
         Ahead a_qkv = {0}, a_wo = {0}, a_up = {0}, a_down = {0};
         if (n_tok == 1) {
-            const size_t hb = (size_t)c->head_dim * sizeof(float);
+            const size_t hb = (size_t)c->head_dim * kv_cache_esize(kv);
             for (int h = 0; h < c->n_head_kv; h++) {
                 const size_t off = kv_cache_offset(kv, a->seq[0], l, h, a->pos[0]);
-                ahead_add(&a_qkv, kv->k + off, hb, 1);
-                ahead_add(&a_qkv, kv->v + off, hb, 1);
+                ahead_add(&a_qkv, kv_cache_k(kv, off), hb, 1);
+                ahead_add(&a_qkv, kv_cache_v(kv, off), hb, 1);
             }
             ahead_add(&a_qkv, L->attn_sub_norm, (size_t)c->q_dim * sizeof(float), 0);
             ahead_add(&a_wo, L->ffn_norm, (size_t)c->n_embd * sizeof(float), 0);

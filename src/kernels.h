@@ -51,16 +51,22 @@ typedef void (*bn_matmul_f32_fn)(const bn_tensor *w, const float *x, int64_t n_t
 
 /* Attention of one query head over n_pos cached positions of its KV head:
  * o[e] = sum_i softmax_i(scale * q . k_i) v_i[e], e < hd; k_i = k + i *
- * kv_stride (v likewise); att is scratch of n_pos floats. */
-typedef void (*bn_attn_head_fn)(const float *q, const float *k, const float *v, int64_t kv_stride,
-                                int32_t n_pos, int hd, float scale, float *att, float *o);
+ * kv_stride elements (v likewise), float32 or, when kv_f16, IEEE half;
+ * att is scratch of n_pos floats. */
+typedef void (*bn_attn_head_fn)(const float *q, const void *k, const void *v, int kv_f16,
+                                int64_t kv_stride, int32_t n_pos, int hd, float scale, float *att,
+                                float *o);
 
 /* Two query heads that share one KV head (GQA): the same as attn_head on
  * (q0, o0) and on (q1, o1), with each K and V row read once for both; att is
  * scratch of 2 * n_pos floats. Optional: NULL calls attn_head twice. */
-typedef void (*bn_attn_head2_fn)(const float *q0, const float *q1, const float *k, const float *v,
-                                 int64_t kv_stride, int32_t n_pos, int hd, float scale, float *att,
-                                 float *o0, float *o1);
+typedef void (*bn_attn_head2_fn)(const float *q0, const float *q1, const void *k, const void *v,
+                                 int kv_f16, int64_t kv_stride, int32_t n_pos, int hd, float scale,
+                                 float *att, float *o0, float *o1);
+
+/* n floats to IEEE half, rounded to nearest even as bn_fp32_to_fp16 (the
+ * F16 KV cache's store). */
+typedef void (*bn_to_f16_fn)(const float *x, uint16_t *y, int64_t n);
 
 /* RMSNorm: o[i] = (x[i] * s) * w[i], s = 1 / sqrt(mean(x^2) + eps), with
  * the sum of squares taken exactly as bn_rmsnorm (forward.c) takes it (the
@@ -97,6 +103,7 @@ typedef struct bn_kernels {
     uint64_t f32_int8_act;
     bn_attn_head_fn attn_head;
     bn_attn_head2_fn attn_head2;
+    bn_to_f16_fn to_f16;
     bn_ffn_act_fn ffn_act;
     bn_rmsnorm_fn rmsnorm; /* optional: NULL uses bn_rmsnorm */
     /* 1: the set's decode kernels stream weights at memory bandwidth, so the
@@ -114,10 +121,11 @@ typedef struct bn_kernels {
     void (*pack)(bn_tensor *w, int layout, void *dst);
 } bn_kernels;
 
-/* The reference attention and FFN activation (kernels_ref.c), which sets
- * without their own use. */
-void bn_ref_attn_head(const float *q, const float *k, const float *v, int64_t kv_stride,
+/* The reference attention, half conversion and FFN activation
+ * (kernels_ref.c), which sets without their own use. */
+void bn_ref_attn_head(const float *q, const void *k, const void *v, int kv_f16, int64_t kv_stride,
                       int32_t n_pos, int hd, float scale, float *att, float *o);
+void bn_ref_to_f16(const float *x, uint16_t *y, int64_t n);
 void bn_ref_ffn_act(float *g, const float *u, int64_t n, int relu2);
 
 /* The portable reference set. */

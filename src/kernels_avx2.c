@@ -546,6 +546,16 @@ static void avx2_matmul_q8act(const bn_tensor *w, const float *x, int64_t n_tok,
     bn_avx2_matmul_q8act(NULL, w, x, n_tok, out, out_stride, r0, r1);
 }
 
+/* n floats to IEEE half (vcvtps2ph, round to nearest even). */
+static void avx2_to_f16(const float *x, uint16_t *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm_storeu_si128((__m128i *)(y + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    }
+    if (i < n) bn_ref_to_f16(x + i, y + i, n - i);
+}
+
 static const bn_kernels k_avx2 = {
     .name = "avx2",
     .quantize_act = bn_avx2_quantize_act,
@@ -569,6 +579,7 @@ static const bn_kernels k_avx2 = {
         },
     .f32_int8_act = (1ull << BN_TYPE_Q8_0) | (1ull << BN_TYPE_Q6_K) | (1ull << BN_TYPE_Q4_0),
     .attn_head = bn_ref_attn_head,
+    .to_f16 = avx2_to_f16,
     .ffn_act = bn_ref_ffn_act,
     .packed_size = avx2_packed_size,
     .pack = avx2_pack,

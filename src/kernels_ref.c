@@ -126,24 +126,32 @@ static void matmul_float(const bn_tensor *w, const float *x, int64_t n_tok, floa
 
 /* Dot product with 8 independent partial sums, which compilers vectorize
  * without -ffast-math (a fixed order, so results do not depend on threads). */
-static float dot_f32(const float *a, const float *b, int n) {
+/* Element e of a K or V row, float32 or IEEE half. */
+static inline float kv_at(const void *row, int kv_f16, int e) {
+    return kv_f16 ? bn_fp16_to_fp32(((const uint16_t *)row)[e]) : ((const float *)row)[e];
+}
+
+/* q . row in eight lanes (lane j holds the elements e = j mod 8). */
+static float dot_kv(const float *a, const void *row, int kv_f16, int n) {
     float acc[8] = {0};
     int e = 0;
     for (; e + 8 <= n; e += 8) {
         for (int k = 0; k < 8; k++)
-            acc[k] += a[e + k] * b[e + k];
+            acc[k] += a[e + k] * kv_at(row, kv_f16, e + k);
     }
     float sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
     for (; e < n; e++)
-        sum += a[e] * b[e];
+        sum += a[e] * kv_at(row, kv_f16, e);
     return sum;
 }
 
-void bn_ref_attn_head(const float *q, const float *k, const float *v, int64_t kv_stride,
+void bn_ref_attn_head(const float *q, const void *k, const void *v, int kv_f16, int64_t kv_stride,
                       int32_t n_pos, int hd, float scale, float *att, float *o) {
+    const size_t esize = kv_f16 ? sizeof(uint16_t) : sizeof(float);
+    const size_t row_bytes = (size_t)kv_stride * esize;
     float mx = -INFINITY;
     for (int32_t i = 0; i < n_pos; i++) {
-        const float d = dot_f32(q, k + (size_t)i * (size_t)kv_stride, hd) * scale;
+        const float d = dot_kv(q, (const char *)k + (size_t)i * row_bytes, kv_f16, hd) * scale;
         att[i] = d;
         if (d > mx) mx = d;
     }
@@ -157,10 +165,15 @@ void bn_ref_attn_head(const float *q, const float *k, const float *v, int64_t kv
         o[e] = 0.0f;
     for (int32_t i = 0; i < n_pos; i++) {
         const float a = att[i] * inv;
-        const float *vr = v + (size_t)i * (size_t)kv_stride;
+        const void *vr = (const char *)v + (size_t)i * row_bytes;
         for (int e = 0; e < hd; e++)
-            o[e] += a * vr[e];
+            o[e] += a * kv_at(vr, kv_f16, e);
     }
+}
+
+void bn_ref_to_f16(const float *x, uint16_t *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        y[i] = bn_fp32_to_fp16(x[i]);
 }
 
 void bn_ref_ffn_act(float *g, const float *u, int64_t n, int relu2) {
@@ -197,6 +210,7 @@ static const bn_kernels k_reference = {
             [BN_TYPE_I2_S] = matmul_float,
         },
     .attn_head = bn_ref_attn_head,
+    .to_f16 = bn_ref_to_f16,
     .ffn_act = bn_ref_ffn_act,
 };
 

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 
 bn_status kv_cache_init(KVCache *kv, int32_t n_seq, int32_t n_layer, int32_t n_ctx,
-                        int32_t n_head_kv, int32_t head_dim, bn_error *err) {
+                        int32_t n_head_kv, int32_t head_dim, int f16, bn_error *err) {
     memset(kv, 0, sizeof *kv);
     if (n_seq <= 0 || n_layer <= 0 || n_ctx <= 0 || n_head_kv <= 0 || head_dim <= 0) {
         return bn_fail(err, BN_ERR_INVALID_ARG,
@@ -13,7 +13,7 @@ bn_status kv_cache_init(KVCache *kv, int32_t n_seq, int32_t n_layer, int32_t n_c
     size_t n = 1, bytes;
     if (!bn_mul_size(n, (size_t)n_seq, &n) || !bn_mul_size(n, (size_t)n_layer, &n) ||
         !bn_mul_size(n, (size_t)n_ctx, &n) || !bn_mul_size(n, (size_t)n_head_kv, &n) ||
-        !bn_mul_size(n, (size_t)head_dim, &n) || !bn_mul_size(n, sizeof(float), &bytes)) {
+        !bn_mul_size(n, (size_t)head_dim, &n) || !bn_mul_size(n, f16 ? 2 : 4, &bytes)) {
         return bn_fail(err, BN_ERR_NOMEM, "kv cache: size overflows (n_seq=%d n_ctx=%d)", n_seq,
                        n_ctx);
     }
@@ -33,6 +33,7 @@ bn_status kv_cache_init(KVCache *kv, int32_t n_seq, int32_t n_layer, int32_t n_c
     kv->n_head_kv = n_head_kv;
     kv->head_dim = head_dim;
     kv->kv_dim = n_head_kv * head_dim;
+    kv->f16 = f16 != 0;
     return bn_ok(err);
 }
 
@@ -46,7 +47,7 @@ void kv_cache_free(KVCache *kv) {
 
 uint64_t kv_cache_bytes(const KVCache *kv) {
     return 2ull * (uint64_t)kv->n_seq * (uint64_t)kv->n_layer * (uint64_t)kv->n_ctx *
-           (uint64_t)kv->kv_dim * sizeof(float);
+           (uint64_t)kv->kv_dim * kv_cache_esize(kv);
 }
 
 void kv_cache_copy_seq(KVCache *kv, int32_t src, int32_t dst, int32_t n) {
@@ -54,13 +55,13 @@ void kv_cache_copy_seq(KVCache *kv, int32_t src, int32_t dst, int32_t n) {
         kv->len[dst] = n;
         return;
     }
-    const size_t bytes = (size_t)n * (size_t)kv->head_dim * sizeof(float);
+    const size_t bytes = (size_t)n * (size_t)kv->head_dim * kv_cache_esize(kv);
     for (int32_t l = 0; l < kv->n_layer && n > 0; l++) {
         for (int32_t h = 0; h < kv->n_head_kv; h++) {
             const size_t d = kv_cache_offset(kv, dst, l, h, 0),
                          s = kv_cache_offset(kv, src, l, h, 0);
-            memcpy(kv->k + d, kv->k + s, bytes);
-            memcpy(kv->v + d, kv->v + s, bytes);
+            memcpy(kv_cache_k(kv, d), kv_cache_k(kv, s), bytes);
+            memcpy(kv_cache_v(kv, d), kv_cache_v(kv, s), bytes);
         }
     }
     kv->len[dst] = n;

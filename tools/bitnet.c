@@ -68,6 +68,7 @@ static const char USAGE[] =
     "  -c, --ctx N                context size (generate: default the model's;\n"
     "                             perplexity: default 512)\n"
     "  -t, --threads N            threads (default: all cores)\n"
+    "      --cache-type T         KV cache: f32 (default) or f16 (half the memory)\n"
     "      --chunks N             perplexity: score at most N chunks\n"
     "  -h, --help                 this text\n"
     "      --version              version, kernels and build\n"
@@ -206,6 +207,7 @@ typedef struct opts {
     long n_ctx;
     long n_threads;
     long n_chunks;
+    int kv_type;
     int no_bos, special, echo, ignore_eos;
     bn_sampler_params sp;
 } opts;
@@ -280,6 +282,7 @@ static int parse_opts(int argc, char **argv, opts *o, const char **positional) {
             {NULL, "--mirostat-eta"},
             {"-s", "--seed"},
             {NULL, "--chunks"},
+            {NULL, "--cache-type"},
         };
         int which = -1;
         for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++) {
@@ -336,6 +339,15 @@ static int parse_opts(int argc, char **argv, opts *o, const char **positional) {
         case 20:
             rc = parse_long(name, v, 1, INT32_MAX, &n);
             o->n_chunks = n;
+            break;
+        case 21:
+            if (strcmp(v, "f32") == 0) {
+                o->kv_type = BN_KV_F32;
+            } else if (strcmp(v, "f16") == 0) {
+                o->kv_type = BN_KV_F16;
+            } else {
+                rc = usage_error("%s: '%s' is not f32 or f16", name, v);
+            }
             break;
         default: break;
         }
@@ -753,6 +765,7 @@ static int cmd_generate(int argc, char **argv) {
     bn_context_params cp = bn_context_default_params();
     cp.n_ctx = (int32_t)o.n_ctx;
     cp.n_threads = (int32_t)o.n_threads;
+    cp.kv_type = o.kv_type;
     cp.n_batch = BATCH;
     if ((st = bn_context_new(model, &cp, &ctx, &err)) != BN_OK) {
         rc = lib_failure("creating the context", st, &err);
@@ -927,6 +940,7 @@ static int cmd_perplexity(int argc, char **argv) {
     bn_context_params cp = bn_context_default_params();
     cp.n_ctx = n_ctx;
     cp.n_threads = (int32_t)o.n_threads;
+    cp.kv_type = o.kv_type;
     cp.n_batch = n_ctx < BATCH ? n_ctx : BATCH;
     if ((st = bn_context_new(model, &cp, &ctx, &err)) != BN_OK) {
         rc = lib_failure("creating the context", st, &err);

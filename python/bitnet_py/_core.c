@@ -1792,12 +1792,27 @@ static int ctx_abort_cb(void *user) {
 }
 
 static PyObject *ctx_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"model", "n_ctx", "n_seq", "n_batch", "n_threads", NULL};
-    PyObject *model_obj;
+    static char *kwlist[] = {"model", "n_ctx", "n_seq", "n_batch", "n_threads", "kv_type", NULL};
+    PyObject *model_obj, *kv_obj = NULL;
     int n_ctx = 0, n_seq = 1, n_batch = 0, n_threads = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|iiii:Context", kwlist, &model_obj, &n_ctx, &n_seq,
-                                     &n_batch, &n_threads))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|iiii$O:Context", kwlist, &model_obj, &n_ctx,
+                                     &n_seq, &n_batch, &n_threads, &kv_obj))
         return NULL;
+    int kv_f16 = 0;
+    if (kv_obj && kv_obj != Py_None) {
+        if (!PyUnicode_Check(kv_obj)) {
+            return PyErr_Format(PyExc_TypeError, "kv_type must be 'f32' or 'f16', not %.100s",
+                                Py_TYPE(kv_obj)->tp_name);
+        }
+        const char *kvs = PyUnicode_AsUTF8(kv_obj);
+        if (!kvs) return NULL;
+        if (strcmp(kvs, "f16") == 0) {
+            kv_f16 = 1;
+        } else if (strcmp(kvs, "f32") != 0) {
+            return bnpy_raise_fmt(BN_ERR_INVALID_ARG,
+                                  "kv_type must be 'f32' or 'f16', not '%.100s'", kvs);
+        }
+    }
     if (n_ctx < 0 || n_seq < 1 || n_batch < 0 || n_threads < 0) {
         return bnpy_raise_fmt(BN_ERR_INVALID_ARG,
                               "invalid context parameters: n_ctx=%d n_seq=%d n_batch=%d "
@@ -1816,12 +1831,14 @@ static PyObject *ctx_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     bn_model_get_config(m, &cfg);
     self->n_vocab = cfg.n_vocab;
     self->n_batch = n_batch > 0 ? n_batch : 512;
+    self->kv_f16 = kv_f16;
 
     bn_context_params p = bn_context_default_params();
     p.n_ctx = n_ctx;
     p.n_seq = n_seq;
     p.n_batch = n_batch;
     p.n_threads = n_threads;
+    p.kv_type = kv_f16 ? BN_KV_F16 : BN_KV_F32;
     bn_error err = {0};
     bn_status st;
     bn_context *c = NULL;
@@ -2246,6 +2263,7 @@ CTX_GETTER(ctx_n_seq, PyLong_FromLong(bn_context_n_seq(c)))
 CTX_GETTER(ctx_n_vocab, PyLong_FromLong(self->n_vocab))
 CTX_GETTER(ctx_n_batch, PyLong_FromLong(self->n_batch))
 CTX_GETTER(ctx_kv_bytes, PyLong_FromUnsignedLongLong(bn_context_kv_bytes(c)))
+CTX_GETTER(ctx_kv_type, PyUnicode_FromString(self->kv_f16 ? "f16" : "f32"))
 CTX_GETTER(ctx_scratch_bytes, PyLong_FromUnsignedLongLong(bn_context_scratch_bytes(c)))
 #undef CTX_GETTER
 
@@ -2282,6 +2300,7 @@ static PyGetSetDef ctx_getset[] = {
     {"n_vocab", ctx_n_vocab, NULL, "Vocabulary size (logit row length).", NULL},
     {"n_batch", ctx_n_batch, NULL, "Maximum tokens per decode call.", NULL},
     {"kv_bytes", ctx_kv_bytes, NULL, "Bytes of KV cache.", NULL},
+    {"kv_type", ctx_kv_type, NULL, "What the KV cache stores: 'f32' or 'f16'.", NULL},
     {"scratch_bytes", ctx_scratch_bytes, NULL, "Bytes of scratch buffers.", NULL},
     {"cancelled", ctx_cancelled, NULL, "True while the cancel flag is set.", NULL},
     {"model", ctx_model, NULL, "The Model this context evaluates.", NULL},
@@ -2294,8 +2313,10 @@ PyTypeObject BnpyContext_Type = {
     .tp_basicsize = sizeof(BnpyContext),
     .tp_dealloc = ctx_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Context(model, n_ctx=0, n_seq=1, n_batch=0, n_threads=0): KV cache and scratch "
-              "for evaluating a Model.",
+    .tp_doc = "Context(model, n_ctx=0, n_seq=1, n_batch=0, n_threads=0, *, kv_type='f32'): KV "
+              "cache and scratch for evaluating a Model. kv_type 'f16' keeps keys and values in "
+              "IEEE half (llama.cpp's default cache): half the memory and faster decoding, "
+              "rounded on store.",
     .tp_traverse = ctx_traverse,
     .tp_clear = ctx_clear,
     .tp_weaklistoffset = offsetof(BnpyContext, weakreflist),

@@ -80,6 +80,7 @@ typedef struct BnpyContext {
     int32_t n_vocab;
     int busy;              /* a call is running with the GIL released */
     int32_t n_batch;       /* tokens per bn_decode call (chunking in eval) */
+    int32_t kv_f16;        /* the KV cache holds IEEE half */
     atomic_int abort_flag; /* set by cancel() from any thread */
     PyObject *weakreflist;
 } BnpyContext;

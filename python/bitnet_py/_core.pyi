@@ -199,7 +199,14 @@ class Model:
 @disjoint_base
 class Context:
     def __new__(
-        cls, model: Model, n_ctx: int = 0, n_seq: int = 1, n_batch: int = 0, n_threads: int = 0
+        cls,
+        model: Model,
+        n_ctx: int = 0,
+        n_seq: int = 1,
+        n_batch: int = 0,
+        n_threads: int = 0,
+        *,
+        kv_type: Literal["f32", "f16"] | None = "f32",
     ) -> Self: ...
     @property
     def n_ctx(self) -> int: ...
@@ -211,6 +218,8 @@ class Context:
     def n_batch(self) -> int: ...
     @property
     def kv_bytes(self) -> int: ...
+    @property
+    def kv_type(self) -> Literal["f32", "f16"]: ...
     @property
     def scratch_bytes(self) -> int: ...
     @property

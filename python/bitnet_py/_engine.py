@@ -27,7 +27,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Literal, Optional, Sequence, Union
 
 import numpy as np
 
@@ -224,6 +224,9 @@ class GenResult:
     decode_time: float = 0.0
 
 
+#: What a KV cache stores (``_core.Context(kv_type=...)``).
+KVType = Literal["f32", "f16"]
+
 @dataclass
 class Timing:
     prefill_time: float = 0.0
@@ -240,7 +243,7 @@ class Engine:
     per sequence. Thread-safe: each generation takes its own context."""
 
     def __init__(self, model: _core.Model, tokenizer: Optional[_core.Tokenizer] = None,
-                 n_ctx: int = 0, n_batch: int = 0) -> None:
+                 n_ctx: int = 0, n_batch: int = 0, kv_type: KVType = "f32") -> None:
         self.model = model
         if tokenizer is None and model.has_tokenizer:
             tokenizer = _core.Tokenizer.from_model(model)
@@ -248,6 +251,7 @@ class Engine:
         n_ctx = check_int("n_ctx", n_ctx, 0)
         self.n_ctx = n_ctx or self.default_n_ctx(model)
         self.n_batch = check_int("n_batch", n_batch, 0) or 512
+        self.kv_type = kv_type
         self.n_vocab = model.n_vocab
         self._lock = threading.Lock()
         self._pool: list[tuple[tuple[int, int], _core.Context]] = []
@@ -314,7 +318,7 @@ class Engine:
                     break
         if ctx is None:
             ctx = _core.Context(self.model, n_ctx=size, n_seq=n_seq, n_batch=self.n_batch,
-                                n_threads=settings.n_threads)
+                                n_threads=settings.n_threads, kv_type=self.kv_type)
         else:
             ctx.set_threads(settings.n_threads)  # 0: all cores; no-op when unchanged
         self.last_kv_bytes = ctx.kv_bytes

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _core
 from ._core import ConfigurationError, InferenceError, ModelNotFoundError
-from ._engine import Engine, check_device, check_int
+from ._engine import Engine, KVType, check_device, check_int
 from .config import MemoryConfig, ModelArgs
 from .tokenizer import as_core_tokenizer
 
@@ -89,7 +89,7 @@ class BitNetModel:
         self.model_path: Optional[str] = None
         self.training = False
         self._core: Optional[_core.Model] = None
-        self._engines: dict[tuple[int, int], Engine] = {}
+        self._engines: dict[tuple[int, int, KVType], Engine] = {}
         self._lock = threading.Lock()
         self.tokenizer_path: Optional[str] = None
         self._prefer_tokenizer_file = False
@@ -97,6 +97,8 @@ class BitNetModel:
         #: KV bytes each engine may keep in pooled contexts (MemoryConfig.cache_size_mb).
         self.pool_cap_bytes: Optional[int] = None
         self.n_ctx = 0
+        #: What generation contexts keep in the KV cache: "f32" or "f16".
+        self.kv_type: KVType = "f32"
         _LIVE.add(self)
 
     # -- constructors ---------------------------------------------------------
@@ -104,8 +106,10 @@ class BitNetModel:
     @classmethod
     def _load(cls, path: str, device: Optional[str], *, n_ctx: int = 0, n_layers: Optional[int] = None,
               use_mmap: bool = True, model_args: Optional[Any] = None,
-              tokenizer_path: Optional[str] = None) -> "BitNetModel":
+              tokenizer_path: Optional[str] = None, kv_type: KVType = "f32") -> "BitNetModel":
         dev = check_device(device)
+        if kv_type not in ("f32", "f16"):
+            raise ConfigurationError(f"kv_type must be 'f32' or 'f16', not {kv_type!r}")
         nl = 0 if n_layers is None else check_int("n_layers", n_layers, 1)
         core = _core.Model(path, use_mmap=bool(use_mmap), n_layers=nl)
         self = cls.__new__(cls)
@@ -118,6 +122,7 @@ class BitNetModel:
         self._core = core
         self.model_path = core.path
         self.n_ctx = check_int("n_ctx", n_ctx, 0)
+        self.kv_type = kv_type
         self.tokenizer_path = tokenizer_path or _find_tokenizer_near(path)
         # a tokenizer file given explicitly, or found in a checkpoint
         # directory, is preferred over the GGUF's own vocabulary
@@ -177,11 +182,11 @@ class BitNetModel:
                 tok = self._file_tokenizer
         nc = self.n_ctx if n_ctx is None else check_int("n_ctx", n_ctx, 0)
         nc = nc or Engine.default_n_ctx(core)
-        key = (id(tok), nc)
+        key = (id(tok), nc, self.kv_type)
         with self._lock:
             eng = self._engines.get(key)
             if eng is None or (tok is not None and eng.tokenizer is not tok):
-                eng = Engine(core, tok, n_ctx=nc)
+                eng = Engine(core, tok, n_ctx=nc, kv_type=self.kv_type)
                 eng.pool_cap_bytes = self.pool_cap_bytes
                 self._engines[key] = eng
                 while len(self._engines) > _MAX_ENGINES:  # oldest first
@@ -272,7 +277,9 @@ def load_model(model_path: Optional[PathLike] = None, model_format: Optional[str
     checkpoint directory. With no path, the model shipped with the package.
 
     Keywords: ``n_ctx`` (context per sequence), ``n_layers`` (use the first
-    N layers), ``use_mmap`` (default True), ``tokenizer_path``,
+    N layers), ``use_mmap`` (default True), ``tokenizer_path``, ``kv_type``
+    (``"f32"``, the default, or ``"f16"``: a KV cache in half precision, as
+    llama.cpp keeps it, half the memory and faster long generations),
     ``model_args`` (a dict, checked against the file), ``memory_config``
     (a MemoryConfig) or ``model_config`` (a ModelConfig)."""
     mem: Optional[MemoryConfig] = kw.pop("memory_config", None)
@@ -294,7 +301,7 @@ def load_model(model_path: Optional[PathLike] = None, model_format: Optional[str
             raise err
         model_path = found
     p = os.fspath(model_path)
-    allowed = {"n_ctx", "n_layers", "use_mmap", "tokenizer_path", "model_args"}
+    allowed = {"n_ctx", "n_layers", "use_mmap", "tokenizer_path", "model_args", "kv_type"}
     unknown = set(kw) - allowed
     if unknown:
         raise ConfigurationError(f"load_model() got unknown keyword(s): {', '.join(sorted(unknown))}")

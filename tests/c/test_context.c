@@ -59,6 +59,11 @@ static void test_params(const bn_model *m) {
     cp = bn_context_default_params();
     cp.n_threads = -1;
     CHECK(bn_context_new(m, &cp, &c, &err) == BN_ERR_INVALID_ARG);
+    cp = bn_context_default_params();
+    CHECK(cp.kv_type == BN_KV_F32);
+    cp.kv_type = 2;
+    st = bn_context_new(m, &cp, &c, &err);
+    CHECKF(st == BN_ERR_INVALID_ARG && c == NULL && strstr(err.msg, "kv_type 2"), "%s", err.msg);
     CHECK(bn_context_new(NULL, NULL, &c, &err) == BN_ERR_INVALID_ARG && c == NULL);
     CHECK(bn_context_new(m, NULL, NULL, &err) == BN_ERR_INVALID_ARG);
 
@@ -71,6 +76,12 @@ static void test_params(const bn_model *m) {
         /* 2 (K, V) x 1 seq x 1 layer x 4096 x kv_dim 8 x 4 bytes */
         CHECK(bn_context_kv_bytes(c) == 2ull * 4096 * 8 * 4);
         CHECK(bn_context_scratch_bytes(c) > 0);
+        bn_context_free(c);
+    }
+    cp.kv_type = BN_KV_F16; /* half: 2 bytes an element */
+    CHECK_OK(bn_context_new(m, &cp, &c, &err), &err);
+    if (c) {
+        CHECK(bn_context_kv_bytes(c) == 2ull * 4096 * 8 * 2);
         bn_context_free(c);
     }
     bn_context_free(NULL);

@@ -506,42 +506,84 @@ done:
 }
 
 /* Attention of one head and the FFN activation against the reference set
- * (float math in another order, a polynomial exp: relative 1e-5). */
+ * (float math in another order, a polynomial exp: relative 1e-5), over a
+ * float32 and a half KV cache; the half conversion bit for bit. */
 static void test_attn_act(const bn_kernels *k) {
     const bn_kernels *ref = bn_kernels_reference();
     enum { HD = 128, STRIDE = 640, NPOS = 77 };
     float *kc = malloc(sizeof(float) * STRIDE * NPOS), *vc = malloc(sizeof(float) * STRIDE * NPOS);
+    float *kr = malloc(sizeof(float) * STRIDE * NPOS), *vr = malloc(sizeof(float) * STRIDE * NPOS);
+    uint16_t *kh = malloc(sizeof(uint16_t) * STRIDE * NPOS);
+    uint16_t *vh = malloc(sizeof(uint16_t) * STRIDE * NPOS);
     float q[HD], att[NPOS], o1[HD], o2[HD], g1[1000], g2[1000], u[1000];
-    if (!kc || !vc) {
+    if (!kc || !vc || !kr || !vr || !kh || !vh) {
         CHECK(0 && "out of memory");
         goto done;
     }
     for (int i = 0; i < STRIDE * NPOS; i++) {
         kc[i] = rnd_uniform(-1, 1);
         vc[i] = rnd_uniform(-1, 1);
+        kh[i] = bn_fp32_to_fp16(kc[i]);
+        vh[i] = bn_fp32_to_fp16(vc[i]);
+        kr[i] = bn_fp16_to_fp32(kh[i]);
+        vr[i] = bn_fp16_to_fp32(vh[i]);
     }
     for (int i = 0; i < HD; i++)
         q[i] = rnd_uniform(-3, 3);
-    for (int n = 1; n <= NPOS; n += 19) {
-        ref->attn_head(q, kc + 128, vc + 128, STRIDE, n, HD, 0.088f, att, o1);
-        k->attn_head(q, kc + 128, vc + 128, STRIDE, n, HD, 0.088f, att, o2);
-        int bad = 0;
-        for (int i = 0; i < HD; i++)
-            bad += fabsf(o1[i] - o2[i]) > 1e-5f * (1.0f + fabsf(o1[i]));
-        CHECKF(bad == 0, "%s: attn_head over %d positions: %d values off", k->name, n, bad);
-        if (k->attn_head2) { /* two query heads of one KV head: as two calls */
-            float q2[HD], att2[2 * NPOS], o3[HD], o4[HD], o5[HD];
-            for (int e = 0; e < HD; e++)
-                q2[e] = rnd_uniform(-3, 3);
-            ref->attn_head(q2, kc + 128, vc + 128, STRIDE, n, HD, 0.088f, att, o3);
-            k->attn_head2(q, q2, kc + 128, vc + 128, STRIDE, n, HD, 0.088f, att2, o4, o5);
-            bad = 0;
-            for (int e = 0; e < HD; e++) {
-                bad += fabsf(o1[e] - o4[e]) > 1e-5f * (1.0f + fabsf(o1[e]));
-                bad += fabsf(o3[e] - o5[e]) > 1e-5f * (1.0f + fabsf(o3[e]));
+    for (int f16 = 0; f16 <= 1; f16++) {
+        const void *K = f16 ? (const void *)(kh + 128) : (const void *)(kc + 128);
+        const void *V = f16 ? (const void *)(vh + 128) : (const void *)(vc + 128);
+        for (int n = 1; n <= NPOS; n += 19) {
+            ref->attn_head(q, K, V, f16, STRIDE, n, HD, 0.088f, att, o1);
+            if (f16) { /* the reference reads half as the floats it stands for */
+                ref->attn_head(q, kr + 128, vr + 128, 0, STRIDE, n, HD, 0.088f, att, o2);
+                CHECKF(memcmp(o1, o2, sizeof o1) == 0, "reference: half attention over %d", n);
             }
-            CHECKF(bad == 0, "%s: attn_head2 over %d positions: %d values off", k->name, n, bad);
+            k->attn_head(q, K, V, f16, STRIDE, n, HD, 0.088f, att, o2);
+            int bad = 0;
+            for (int i = 0; i < HD; i++)
+                bad += fabsf(o1[i] - o2[i]) > 1e-5f * (1.0f + fabsf(o1[i]));
+            CHECKF(bad == 0, "%s: attn_head (f16 %d) over %d positions: %d values off", k->name,
+                   f16, n, bad);
+            if (k->attn_head2) { /* two query heads of one KV head: as two calls */
+                float q2[HD], att2[2 * NPOS], o3[HD], o4[HD], o5[HD];
+                for (int e = 0; e < HD; e++)
+                    q2[e] = rnd_uniform(-3, 3);
+                ref->attn_head(q2, K, V, f16, STRIDE, n, HD, 0.088f, att, o3);
+                k->attn_head2(q, q2, K, V, f16, STRIDE, n, HD, 0.088f, att2, o4, o5);
+                bad = 0;
+                for (int e = 0; e < HD; e++) {
+                    bad += fabsf(o1[e] - o4[e]) > 1e-5f * (1.0f + fabsf(o1[e]));
+                    bad += fabsf(o3[e] - o5[e]) > 1e-5f * (1.0f + fabsf(o3[e]));
+                }
+                CHECKF(bad == 0, "%s: attn_head2 (f16 %d) over %d positions: %d values off",
+                       k->name, f16, n, bad);
+            }
         }
+    }
+    { /* half stores: every set rounds as bn_fp32_to_fp16 (ties to even,
+       * subnormals, overflow to inf); NaN stays NaN */
+        enum { NX = 1000 };
+        static const float special[] = {0.0f,       -0.0f,         1.0f,          65504.0f,
+                                        65519.0f,   65520.0f,      -70000.0f,     5.96e-8f,
+                                        2.98e-8f,   2.9802322e-8f, 6.1035156e-5f, 1.0009766f,
+                                        1.0004883f, 1.0014648f,    INFINITY,      -INFINITY};
+        float x[NX];
+        uint16_t h1[NX], h2[NX];
+        const int ns = (int)(sizeof special / sizeof special[0]);
+        for (int i = 0; i < NX; i++) {
+            x[i] =
+                i < ns ? special[i] : rnd_uniform(-2, 2) * ldexpf(1.0f, (int)(rnd_u64() % 44) - 28);
+        }
+        x[NX - 1] = NAN;
+        ref->to_f16(x, h1, NX);
+        k->to_f16(x, h2, NX - 3); /* an odd length: the vector loop and its tail */
+        k->to_f16(x + NX - 3, h2 + NX - 3, 3);
+        int bad = 0;
+        for (int i = 0; i < NX - 1; i++)
+            bad += h1[i] != bn_fp32_to_fp16(x[i]) || h2[i] != h1[i];
+        CHECKF(bad == 0, "%s: to_f16: %d values differ from bn_fp32_to_fp16", k->name, bad);
+        CHECKF(isnan(bn_fp16_to_fp32(h2[NX - 1])), "%s: to_f16(NaN) is not NaN", k->name);
     }
     if (k->rmsnorm) { /* the same bits as bn_rmsnorm, tails and in place included */
         static const int64_t ns[] = {1, 7, 8, 15, 16, 17, 100, 2560, 6912, 6919};
@@ -581,6 +623,10 @@ static void test_attn_act(const bn_kernels *k) {
 done:
     free(kc);
     free(vc);
+    free(kr);
+    free(vr);
+    free(kh);
+    free(vh);
 }
 
 static void run_set(const bn_kernels *k) {

@@ -12,17 +12,18 @@ from typing import Any, Iterator
 import numpy as np
 
 
-def engine(path: Path) -> Any:
+def engine(path: Path, kv_type: str = "f32") -> Any:
     """A one-thread ``_core.Context`` (n_ctx 128) on the GGUF file ``path``."""
     from bitnet_py import _core
 
-    return _core.Context(_core.Model(str(path)), n_ctx=128, n_threads=1)
+    return _core.Context(_core.Model(str(path)), n_ctx=128, n_threads=1, kv_type=kv_type)
 
 
-def engine_greedy(path: Path, tokens: list[int], n: int) -> tuple[list[int], list[np.ndarray]]:
+def engine_greedy(path: Path, tokens: list[int], n: int,
+                  kv_type: str = "f32") -> tuple[list[int], list[np.ndarray]]:
     """``n`` greedy tokens after ``tokens`` by incremental decoding, and the
     last-position logits (float64) each one was chosen from."""
-    ctx = engine(path)
+    ctx = engine(path, kv_type)
     lg = ctx.eval(tokens, logits="last")[-1]
     out, steps = [], []
     for _ in range(n):

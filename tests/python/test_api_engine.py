@@ -245,3 +245,20 @@ def test_memory_config_cache_size(ckpt: Path) -> None:
     m = bn.load_model(str(ckpt), memory_config=bn.MemoryConfig(cache_size_mb=1, enable_memory_mapping=False))
     assert m.pool_cap_bytes == 2**20
     assert m.engine().pool_cap_bytes == 2**20
+
+
+def test_load_model_kv_type_f16(ckpt: Path, tok_path: str) -> None:
+    """load_model(kv_type="f16"): generation contexts keep a half KV cache
+    (half the bytes); batched generation still equals one by one on it."""
+    m16 = bn.load_model(str(ckpt), kv_type="f16", tokenizer_path=tok_path)
+    m32 = bn.load_model(str(ckpt), tokenizer_path=tok_path)
+    e16, e32 = m16.engine(), m32.engine()
+    assert e16.kv_type == "f16" and e32.kv_type == "f32"
+    prompts = [ids_of(e16, t) for t in PROMPTS]
+    params = GenParams(max_new_tokens=12)
+    alone = [e16.generate([p], params)[0].tokens for p in prompts]
+    assert [r.tokens for r in e16.generate(prompts, params)] == alone
+    with e16.context(1) as c16, e32.context(1) as c32:
+        assert c16.kv_type == "f16" and c16.kv_bytes * 2 == c32.kv_bytes
+    with pytest.raises(bn.ConfigurationError, match="kv_type"):
+        bn.load_model(str(ckpt), kv_type="int8")

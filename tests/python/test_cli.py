@@ -88,6 +88,7 @@ def test_help_and_version():
         ["generate", "-m", "x.gguf", "-p", "a", "-n", "12x"],
         ["generate", "-m", "x.gguf", "-p", "a", "--mirostat", "3"],
         ["generate", "-m", "x.gguf", "-p", "a", "--seed", "x"],
+        ["generate", "-m", "x.gguf", "-p", "a", "--cache-type", "q8_0"],
         ["generate", "-m", "x.gguf", "-p"],  # missing value
         ["perplexity", "-m", "x.gguf"],  # no -f
         ["info"],
@@ -160,11 +161,13 @@ def parse_ids(text):
     return [int(x) for x in text.split()]
 
 
-def test_generate_ids_greedy_matches_llama_cpp(tiny_gguf, reference):
+@pytest.mark.parametrize("cache", ["f32", "f16"])
+def test_generate_ids_greedy_matches_llama_cpp(tiny_gguf, reference, cache):
     for r in reference["runs"]:
         n = len(r["greedy_ids"])
         ids = ",".join(map(str, r["prompt_ids"]))
-        p = run("generate", "-m", tiny_gguf, "--ids", ids, "-n", n, "--temp", 0, "-t", 1)
+        p = run("generate", "-m", tiny_gguf, "--ids", ids, "-n", n, "--temp", 0, "-t", 1,
+                "--cache-type", cache)
         assert p.returncode == 0, err(p)
         assert parse_ids(out(p)) == r["greedy_ids"], r["prompt"]
         assert "tokens/s" in err(p)

@@ -522,6 +522,39 @@ def test_logits_match_llama_cpp(model: Any, testdata: Path, tiny_reference: dict
     assert ctx.kv_seq_len(0) == len(run["prompt_ids"])
 
 
+def test_f16_kv_cache(model: Any, testdata: Path, tiny_reference: dict[str, Any]) -> None:
+    """kv_type="f16": half the KV bytes, logits within the reference's
+    tolerance (llama.cpp's default cache is F16 too), the same as a float32
+    cache holding the half-rounded values would give (C test_kernels), and
+    the KV operations work on it."""
+    run = _hello(tiny_reference)
+    ref = _ref_logits(testdata, run)
+    c32 = _core.Context(model, n_ctx=64)
+    c16 = _core.Context(model, n_ctx=64, kv_type="f16")
+    assert c32.kv_type == "f32" and c16.kv_type == "f16"
+    assert c16.kv_bytes * 2 == c32.kv_bytes
+    got = c16.eval(run["prompt_ids"], logits="all")
+    np.testing.assert_allclose(got, ref, atol=1e-3, rtol=0)
+    assert list(got.argmax(axis=1)) == [p["argmax"] for p in run["positions"]]
+    f32 = c32.eval(run["prompt_ids"], logits="all")
+    assert 0 < np.abs(got - f32).max() < 1e-3  # rounded, and only by that
+    # truncate, copy and continue: as a fresh evaluation of the same tokens
+    ids = run["prompt_ids"]
+    c = _core.Context(model, n_ctx=32, n_seq=2, kv_type="f16")
+    full = c.eval(ids, logits="all")
+    np.testing.assert_array_equal(full, got)
+    c.kv_truncate(0, 2)
+    np.testing.assert_array_equal(c.eval(ids[2:], logits="all"), got[2:])
+    c.kv_copy(0, 1)
+    np.testing.assert_array_equal(c.eval([42], seq_id=1), c.eval([42], seq_id=0))
+    with pytest.raises(bitnet_py.ConfigurationError, match="kv_type"):
+        _core.Context(model, kv_type="q8_0")
+    with pytest.raises(TypeError, match="kv_type"):
+        _core.Context(model, kv_type=16)
+    with pytest.raises(TypeError):
+        _core.Context(model, 8, 1, 0, 0, "f16")  # keyword-only
+
+
 def test_model_load_options(tiny_gguf: Path, model: Any) -> None:
     want = _core.Context(model, n_ctx=8).eval([1, 2, 3], logits="all")
     for kw in ({"use_mmap": False}, {"n_layers": 1}):
