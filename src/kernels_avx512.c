@@ -55,6 +55,14 @@ enum { BN_LAYOUT_R16 = 1, BN_LAYOUT_B3 = 2 };
 #ifndef PREFETCH
 #define PREFETCH 8192
 #endif
+/* ... as non-temporal: every weight byte is read once per token, so caching
+ * it would only push out what a step reads again, above all the KV cache
+ * (15 MiB in half for 192 positions of the 2B-4T model, next to a 32 MiB
+ * L3). bn_bench --ceiling --kv-f16, 8 interleaved pairs on the development
+ * machine: attention 0.32-0.47 ms a step instead of 0.45-0.52, and 94.6 %
+ * instead of 92.2 % of the read bound when the host gave ~50 GB/s (no clear
+ * change at ~78 GB/s); the kernels alone stream as fast as with T0. */
+#define WEIGHT_HINT _MM_HINT_NTA
 
 /* ------------------------------------------------------------------------ */
 /* Repacking                                                                */
@@ -328,7 +336,7 @@ static void group_tile1(const uint8_t *gw, const uint16_t *gd, int tq, int64_t n
         const int8_t *qb = q + b * bcols;
         for (int64_t c = 0; c < bcols / 16; c++) {
             const __m512i v = _mm512_load_si512(cw + c * 64);
-            _mm_prefetch((const char *)(cw + c * 64 + PREFETCH), _MM_HINT_T0);
+            _mm_prefetch((const char *)(cw + c * 64 + PREFETCH), WEIGHT_HINT);
             const int8_t *a = qb + c * 16;
             a0 = _mm512_dpbusd_epi32(a0, _mm512_and_si512(v, m3), bcast4(a + 0));
             a1 = _mm512_dpbusd_epi32(a1, _mm512_and_si512(_mm512_srli_epi16(v, 2), m3),
@@ -611,7 +619,7 @@ __attribute__((target("avx512vbmi"))) static void b3_matvec(const bn_tensor *w, 
             const int8_t *qb = q + b * bcols;
             for (int64_t c = 0; c < bcols / 4; c++) {
                 const __m512i v = _mm512_load_si512(cw + c * 64);
-                _mm_prefetch((const char *)(cw + c * 64 + PREFETCH), _MM_HINT_T0);
+                _mm_prefetch((const char *)(cw + c * 64 + PREFETCH), WEIGHT_HINT);
                 __m512i d0, d1, d2, d3, d4;
                 B3_DECODE(v, d0, d1, d2, d3, d4);
                 const __m512i x = bcast4(qb + 4 * c);
@@ -755,7 +763,7 @@ static float q6_k_row_dot(const uint8_t *row, int64_t nb, const int8_t *q, const
         const uint8_t *blk = row + b * BN_Q6_K_BYTES;
         const int8_t *qa = q + 256 * b;
         for (int l = 0; l < BN_Q6_K_BYTES; l += 64) /* the rows are streamed */
-            _mm_prefetch((const char *)(blk + PREFETCH + l), _MM_HINT_T0);
+            _mm_prefetch((const char *)(blk + PREFETCH + l), WEIGHT_HINT);
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
         const __m512i scz = _mm512_castsi256_si512(sc16);
         __m512i acc = _mm512_setzero_si512();
@@ -966,9 +974,11 @@ static inline __attribute__((always_inline)) __m512 kv_load(const void *base, si
 }
 
 /* Prefetches the n elements that lie KV_PREFETCH bytes past element i: a KV
- * head's rows are short streams that the hardware prefetcher picks up late
- * (one layer's attention on one thread, cold: 15 % faster for float32
- * with it, 25 % for half, in a bench/ microbenchmark). */
+ * head's rows are short streams that the hardware prefetcher picks up late.
+ * One layer's attention (20 heads, 160 positions, cold) on one thread of the
+ * development machine, with a throwaway copy of this kernel: 36 -> 32 us with
+ * float32 K/V, 31 -> 24 us with half (a plain read of the same bytes: 29 and
+ * 16 us). */
 #define KV_PREFETCH 4096
 static inline __attribute__((always_inline)) void kv_prefetch(const void *base, size_t i, int64_t n,
                                                               const int f16) {
