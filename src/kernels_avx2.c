@@ -546,6 +546,129 @@ static void avx2_matmul_q8act(const bn_tensor *w, const float *x, int64_t n_tok,
     bn_avx2_matmul_q8act(NULL, w, x, n_tok, out, out_stride, r0, r1);
 }
 
+/* ---- attention over the KV cache ---------------------------------------- */
+
+/* exp(x), 8 lanes: x = n ln2 + r, a degree-6 polynomial in r (as the AVX-512
+ * set's exp512), 2^n built in the exponent bits. Below -87.3 gives 0 and
+ * above 88.7 +inf, as expf (to a denormal's worth). */
+static inline __m256 exp256(__m256 x) {
+    const __m256 keep = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_GE_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    /* n in [-126, 128]: 2^n is a normal float, or +inf for 128 */
+    const __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
+}
+
+/* Elements [i, i + 8) of the KV cache as floats: float32 or IEEE half. */
+static inline __attribute__((always_inline)) __m256 kv_load8(const void *base, size_t i,
+                                                             const int f16) {
+    if (f16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)));
+    return _mm256_loadu_ps((const float *)base + i);
+}
+
+/* Prefetch of the KV rows 4 KiB ahead, as the AVX-512 set's kv_prefetch. */
+static inline __attribute__((always_inline)) void kv_prefetch8(const void *base, size_t i,
+                                                               int64_t n, const int f16) {
+    const size_t es = f16 ? 2 : 4;
+    const char *p = (const char *)base + i * es + 4096;
+    for (size_t c = 0; c < (size_t)n * es; c += 64)
+        _mm_prefetch(p + c, _MM_HINT_T0);
+}
+
+/* One query head; head dims a multiple of 8 up to 256. Scores four positions
+ * at a time (four FMA chains, one hadd tree for the four sums); q is read
+ * from L1 (16 registers hold only half of a 128-dim q with the sums); the
+ * outputs are summed 64 at a time (8 registers) over the positions. */
+static inline __attribute__((always_inline)) void
+attn_body(const float *q, const void *k, const void *v, const int f16, int64_t kv_stride,
+          int32_t n_pos, int hd, float scale, float *att, float *o) {
+    const int nv = hd / 8;
+    const size_t st = (size_t)kv_stride;
+    __m128 vmax = _mm_set1_ps(-INFINITY);
+    int32_t i = 0;
+    for (; i + 4 <= n_pos; i += 4) {
+        const size_t kr = (size_t)i * st;
+        kv_prefetch8(k, kr, 4 * kv_stride, f16);
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        for (int e = 0; e < nv; e++) {
+            const __m256 qe = _mm256_loadu_ps(q + 8 * e);
+            s0 = _mm256_fmadd_ps(qe, kv_load8(k, kr + 8 * (size_t)e, f16), s0);
+            s1 = _mm256_fmadd_ps(qe, kv_load8(k, kr + st + 8 * (size_t)e, f16), s1);
+            s2 = _mm256_fmadd_ps(qe, kv_load8(k, kr + 2 * st + 8 * (size_t)e, f16), s2);
+            s3 = _mm256_fmadd_ps(qe, kv_load8(k, kr + 3 * st + 8 * (size_t)e, f16), s3);
+        }
+        const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(s0, s1), _mm256_hadd_ps(s2, s3));
+        const __m128 d = _mm_mul_ps(
+            _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)), _mm_set1_ps(scale));
+        _mm_storeu_ps(att + i, d);
+        vmax = _mm_max_ps(vmax, d);
+    }
+    vmax = _mm_max_ps(vmax, _mm_movehl_ps(vmax, vmax));
+    float mx = _mm_cvtss_f32(_mm_max_ss(vmax, _mm_shuffle_ps(vmax, vmax, 1)));
+    for (; i < n_pos; i++) {
+        const size_t kr = (size_t)i * st;
+        __m256 s0 = _mm256_setzero_ps();
+        for (int e = 0; e < nv; e++)
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * e), kv_load8(k, kr + 8 * (size_t)e, f16),
+                                 s0);
+        att[i] = hsum_ps(s0) * scale;
+        if (att[i] > mx) mx = att[i];
+    }
+    const __m256 vmx = _mm256_set1_ps(mx);
+    __m256 vsum = _mm256_setzero_ps();
+    i = 0;
+    for (; i + 8 <= n_pos; i += 8) {
+        const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(att + i), vmx));
+        _mm256_storeu_ps(att + i, e);
+        vsum = _mm256_add_ps(vsum, e);
+    }
+    float sum = hsum_ps(vsum);
+    for (; i < n_pos; i++) {
+        att[i] = expf(att[i] - mx);
+        sum += att[i];
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / sum);
+    for (int e0 = 0; e0 < nv; e0 += 8) {
+        const int ne = nv - e0 < 8 ? nv - e0 : 8;
+        __m256 acc[8];
+        for (int e = 0; e < ne; e++)
+            acc[e] = _mm256_setzero_ps();
+        for (int32_t p = 0; p < n_pos; p++) {
+            const size_t vr = (size_t)p * st + 8 * (size_t)e0;
+            if (e0 == 0) kv_prefetch8(v, (size_t)p * st, kv_stride, f16);
+            const __m256 a = _mm256_set1_ps(att[p]);
+            for (int e = 0; e < ne; e++)
+                acc[e] = _mm256_fmadd_ps(a, kv_load8(v, vr + 8 * (size_t)e, f16), acc[e]);
+        }
+        for (int e = 0; e < ne; e++)
+            _mm256_storeu_ps(o + 8 * (e0 + e), _mm256_mul_ps(acc[e], inv));
+    }
+}
+
+static void avx2_attn_head(const float *q, const void *k, const void *v, int kv_f16,
+                           int64_t kv_stride, int32_t n_pos, int hd, float scale, float *att,
+                           float *o) {
+    if (hd % 8 != 0 || hd > 256) {
+        bn_ref_attn_head(q, k, v, kv_f16, kv_stride, n_pos, hd, scale, att, o);
+    } else if (kv_f16) {
+        attn_body(q, k, v, 1, kv_stride, n_pos, hd, scale, att, o);
+    } else {
+        attn_body(q, k, v, 0, kv_stride, n_pos, hd, scale, att, o);
+    }
+}
+
 /* n floats to IEEE half (vcvtps2ph, round to nearest even). */
 static void avx2_to_f16(const float *x, uint16_t *y, int64_t n) {
     int64_t i = 0;
@@ -578,7 +701,7 @@ static const bn_kernels k_avx2 = {
             [BN_TYPE_I2_S] = bn_avx2_matmul_float,
         },
     .f32_int8_act = (1ull << BN_TYPE_Q8_0) | (1ull << BN_TYPE_Q6_K) | (1ull << BN_TYPE_Q4_0),
-    .attn_head = bn_ref_attn_head,
+    .attn_head = avx2_attn_head,
     .to_f16 = avx2_to_f16,
     .ffn_act = bn_ref_ffn_act,
     .packed_size = avx2_packed_size,
