@@ -669,6 +669,49 @@ static void avx2_attn_head(const float *q, const void *k, const void *v, int kv_
     }
 }
 
+/* ---- element-wise steps -------------------------------------------------- */
+
+static void avx2_ffn_act(float *g, const float *u, int64_t n, int relu2) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(g + i), uv = _mm256_loadu_ps(u + i);
+        __m256 y;
+        if (relu2) {
+            const __m256 r = _mm256_max_ps(x, _mm256_setzero_ps());
+            y = _mm256_mul_ps(_mm256_mul_ps(r, r), uv);
+        } else { /* exp(-x) is 0 below -87.3 and +inf above 88.7: x * u and -0 */
+            const __m256 e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), x));
+            y = _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), uv);
+        }
+        _mm256_storeu_ps(g + i, y);
+    }
+    if (i < n) bn_ref_ffn_act(g + i, u + i, n - i, relu2);
+}
+
+/* bn_rmsnorm's sum, lane for lane (lanes 0-3 and 4-7 of its part[8] in two
+ * double accumulators, in its order), so the same bits; the scaling 8 wide. */
+static void avx2_rmsnorm(float *o, const float *x, const float *w, int64_t n, float eps) {
+    __m256d lo = _mm256_setzero_pd(), hi = lo;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256 sq = _mm256_mul_ps(v, v);
+        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));
+    }
+    double part[8];
+    _mm256_storeu_pd(part, lo);
+    _mm256_storeu_pd(part + 4, hi);
+    const float scale = bn_rmsnorm_scale(part, x, i, n, eps);
+    const __m256 vs = _mm256_set1_ps(scale);
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m256 y = _mm256_mul_ps(_mm256_loadu_ps(x + i), vs);
+        _mm256_storeu_ps(o + i, _mm256_mul_ps(y, _mm256_loadu_ps(w + i)));
+    }
+    for (; i < n; i++)
+        o[i] = (x[i] * scale) * w[i];
+}
+
 /* n floats to IEEE half (vcvtps2ph, round to nearest even). */
 static void avx2_to_f16(const float *x, uint16_t *y, int64_t n) {
     int64_t i = 0;
@@ -703,7 +746,8 @@ static const bn_kernels k_avx2 = {
     .f32_int8_act = (1ull << BN_TYPE_Q8_0) | (1ull << BN_TYPE_Q6_K) | (1ull << BN_TYPE_Q4_0),
     .attn_head = avx2_attn_head,
     .to_f16 = avx2_to_f16,
-    .ffn_act = bn_ref_ffn_act,
+    .ffn_act = avx2_ffn_act,
+    .rmsnorm = avx2_rmsnorm,
     .packed_size = avx2_packed_size,
     .pack = avx2_pack,
 };
