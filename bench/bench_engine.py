@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -131,10 +132,11 @@ def llama_worker(model: str, threads: int, n_prompt: int, n_gen: int, kv: str) -
     from llama_cpp import Llama
 
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kv_kw: dict[str, Any] = {} if kv == "f16" else {"type_k": 0, "type_v": 0}  # 0: GGML F32
     t = time.perf_counter()
     llm = Llama(model_path=model, n_ctx=n_prompt + n_gen + 8, n_batch=n_prompt,
                 n_ubatch=n_prompt, n_threads=threads, n_threads_batch=threads, verbose=False,
-                use_mmap=True, **({} if kv == "f16" else {"type_k": 0, "type_v": 0}))
+                use_mmap=True, **kv_kw)
     load_s = time.perf_counter() - t
     n_vocab = llm.n_vocab()
     prompt = [3 + (i * 7919) % (n_vocab - 3) for i in range(n_prompt)]
@@ -208,7 +210,7 @@ def hf_worker(hf_dir: str, threads: int, n_prompt: int, n_gen: int) -> None:
 
 def run_hf(hf_dir: Path, threads: int, n_prompt: int, n_gen: int) -> dict:
     out = subprocess.run([sys.executable, __file__, "--hf-worker", str(hf_dir), str(threads),
-                          str(n_prompt), str(n_gen), kv], check=True, capture_output=True,
+                          str(n_prompt), str(n_gen)], check=True, capture_output=True,
                          text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
