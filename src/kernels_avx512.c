@@ -62,7 +62,9 @@ enum { BN_LAYOUT_R16 = 1, BN_LAYOUT_B3 = 2 };
  * machine: attention 0.32-0.47 ms a step instead of 0.45-0.52, and 94.6 %
  * instead of 92.2 % of the read bound when the host gave ~50 GB/s (no clear
  * change at ~78 GB/s); the kernels alone stream as fast as with T0. */
+#ifndef WEIGHT_HINT
 #define WEIGHT_HINT _MM_HINT_NTA
+#endif
 
 /* ------------------------------------------------------------------------ */
 /* Repacking                                                                */
