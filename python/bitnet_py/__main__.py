@@ -59,13 +59,16 @@ def _add_gen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--greedy", action="store_true", help="greedy decoding (same as --temperature 0)")
     p.add_argument("--n-ctx", type=int, default=0, help="context length (default: the model's, at most 4096)")
     p.add_argument("--threads", type=int, default=0, help="threads (default: all cores)")
+    p.add_argument("--kv-type", choices=["f32", "f16"], default="f32",
+                   help="KV cache: f32 (default) or f16 (half the memory, as llama.cpp's default)")
 
 
 def _simple(args: argparse.Namespace) -> Any:
     from . import InferenceConfig, SimpleInference, create_tokenizer, load_model, set_num_threads
 
     set_num_threads(args.threads)
-    model = load_model(args.model, n_ctx=args.n_ctx) if args.model else load_model(n_ctx=args.n_ctx)
+    kw = {"n_ctx": args.n_ctx, "kv_type": args.kv_type}
+    model = load_model(args.model, **kw) if args.model else load_model(**kw)
     tok = create_tokenizer(args.tokenizer) if args.tokenizer else None
     greedy = args.greedy or args.temperature == 0
     cfg = InferenceConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,

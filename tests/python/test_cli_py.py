@@ -47,6 +47,11 @@ def test_generate_json_and_echo(paths: tuple[Path, str]) -> None:
     assert main(["generate", "-m", str(ckpt), "-t", tok, "-p", "a", "-n", "5", "--greedy", "--echo"],
                 stdout=out) == 0
     assert out.getvalue() == "a" + greedy(ckpt, tok, "a", 5) + "\n"
+    # a half KV cache: the same greedy text here
+    out = io.StringIO()
+    assert main(["generate", "-m", str(ckpt), "-t", tok, "-p", "a", "-n", "5", "--greedy",
+                 "--kv-type", "f16"], stdout=out) == 0
+    assert out.getvalue() == greedy(ckpt, tok, "a", 5) + "\n"
     # sampling with a seed is reproducible
     outs = set()
     for _ in range(2):
