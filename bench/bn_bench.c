@@ -149,10 +149,9 @@ int main(int argc, char **argv) {
     if (ceiling) {
         const uint64_t wbytes = bn_model_weight_bytes(m);
         const size_t words = (size_t)(wbytes / 4096 * 4096 / 8);
-        uint64_t *buf = aligned_alloc(64, words * 8);
+        uint64_t *buf = bench_alloc(words * 8);
         bn_threadpool *pool = NULL;
         if (!buf || bn_threadpool_new(n_threads, &pool, &err) != BN_OK) DIE("ceiling: no memory");
-        memset(buf, 1, words * 8);
         ReadJob rj = {buf, words, 0, {0}};
         if (bn_kv_seq_truncate(c, 0, 0, &err) != BN_OK) DIE("truncate: %s", err.msg);
         bn_batch b = {n_prompt, tok, NULL, NULL, NULL};
@@ -189,7 +188,7 @@ int main(int argc, char **argv) {
             sink += rj.sink[i];
         if (sink == 42) fputc(' ', stderr);
         bn_threadpool_free(pool);
-        free(buf);
+        bench_free(buf, words * 8);
         qsort(read_gbps, (size_t)n_read, sizeof(double), cmp_d);
     }
     printf("{\"model\": \"%s\", \"threads\": %d, \"kernels\": \"%s\", \"load_s\": %.4f, "

@@ -8,7 +8,8 @@
  * worth of TQ2_0 rows, repacked as at load, (c) the Q6_K head matvec
  * (128256 x 2560). Prints bytes streamed per second of each and (b), (c) as
  * a fraction of (a): how close a decode step's kernels are to the
- * memory-bandwidth wall. */
+ * memory-bandwidth wall. All three live in bench_alloc memory (huge pages,
+ * as the engine's streamed weights). */
 #include "bench_read.h"
 #include "bitnet.h"
 #include "dispatch.h"
@@ -88,7 +89,7 @@ int main(int argc, char **argv) {
     }
     /* (a) */
     const size_t rd_bytes = (size_t)512 << 20;
-    uint64_t *rd = bn_aligned_alloc(rd_bytes);
+    uint64_t *rd = bench_alloc(rd_bytes);
     /* (b): 60 matrices of 13824 x 2560 ternary weights, 2.12 G weights: about
      * the 2.08 G of the 2B-4T model's BitLinear layers. */
     const int n_mat = 60;
@@ -98,7 +99,7 @@ int main(int argc, char **argv) {
     /* (c) */
     const int64_t hrows = 128256;
     const size_t h_bytes = bn_type_nbytes(BN_TYPE_Q6_K, cols, hrows, &err);
-    uint8_t *hd = bn_aligned_alloc(h_bytes);
+    uint8_t *hd = bench_alloc(h_bytes);
     int8_t *q = bn_aligned_alloc((size_t)cols);
     float *x = bn_aligned_alloc((size_t)cols * sizeof(float));
     float *out = bn_aligned_alloc((size_t)hrows * sizeof(float));
@@ -107,7 +108,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "out of memory\n");
         return 1;
     }
-    memset(rd, 1, rd_bytes);
     for (size_t i = 0; i < tq_bytes; i++) { /* four valid codes (0..2) per byte */
         const uint64_t r = rnd();
         tmp[i] = (uint8_t)((r % 3) | (r / 3 % 3) << 2 | (r / 9 % 3) << 4 | (r / 27 % 3) << 6);
@@ -119,26 +119,29 @@ int main(int argc, char **argv) {
             blk[65] = 0x3c; /* 1.0 */
         }
     }
+    /* the 60 matrices one after another in one region, as the engine's
+     * weight blocks hold them */
+    int layout0 = 0;
+    bn_tensor t0 = {BN_TYPE_TQ2_0, cols, rows, bn_row_bytes(BN_TYPE_TQ2_0, cols), tmp, 1.0f,
+                    "w",           0,    0};
+    const size_t pb0 = k->packed_size ? k->packed_size(&t0, &layout0) : 0;
+    const size_t per = ((pb0 ? pb0 : tq_bytes) + 63) / 64 * 64;
+    uint8_t *region = bench_alloc(per * (size_t)n_mat);
+    if (!region) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
     size_t w_bytes = 0;
     for (int i = 0; i < n_mat; i++) {
         bn_tensor t = {BN_TYPE_TQ2_0, cols, rows, bn_row_bytes(BN_TYPE_TQ2_0, cols), tmp, 1.0f,
                        "w",           0,    0};
         int layout = 0;
         const size_t pb = k->packed_size ? k->packed_size(&t, &layout) : 0;
+        void *dst = region + per * (size_t)i;
         if (pb) {
-            void *dst = bn_aligned_alloc(pb);
-            if (!dst) {
-                fprintf(stderr, "out of memory\n");
-                return 1;
-            }
             k->pack(&t, layout, dst);
             w_bytes += pb;
         } else {
-            void *dst = bn_aligned_alloc(tq_bytes);
-            if (!dst) {
-                fprintf(stderr, "out of memory\n");
-                return 1;
-            }
             memcpy(dst, tmp, tq_bytes);
             t.data = dst;
             w_bytes += tq_bytes;
