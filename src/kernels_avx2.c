@@ -578,15 +578,6 @@ static inline __attribute__((always_inline)) __m256 kv_load8(const void *base, s
     return _mm256_loadu_ps((const float *)base + i);
 }
 
-/* Prefetch of the KV rows 4 KiB ahead, as the AVX-512 set's kv_prefetch. */
-static inline __attribute__((always_inline)) void kv_prefetch8(const void *base, size_t i,
-                                                               int64_t n, const int f16) {
-    const size_t es = f16 ? 2 : 4;
-    const char *p = (const char *)base + i * es + 4096;
-    for (size_t c = 0; c < (size_t)n * es; c += 64)
-        _mm_prefetch(p + c, _MM_HINT_T0);
-}
-
 /* One query head; head dims a multiple of 8 up to 256. Scores four positions
  * at a time (four FMA chains, one hadd tree for the four sums); q is read
  * from L1 (16 registers hold only half of a 128-dim q with the sums); the
@@ -600,7 +591,7 @@ attn_body(const float *q, const void *k, const void *v, const int f16, int64_t k
     int32_t i = 0;
     for (; i + 4 <= n_pos; i += 4) {
         const size_t kr = (size_t)i * st;
-        kv_prefetch8(k, kr, 4 * kv_stride, f16);
+        bn_kv_prefetch(k, kr, 4 * kv_stride, f16);
         __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
         for (int e = 0; e < nv; e++) {
             const __m256 qe = _mm256_loadu_ps(q + 8 * e);
@@ -647,7 +638,7 @@ attn_body(const float *q, const void *k, const void *v, const int f16, int64_t k
             acc[e] = _mm256_setzero_ps();
         for (int32_t p = 0; p < n_pos; p++) {
             const size_t vr = (size_t)p * st + 8 * (size_t)e0;
-            if (e0 == 0) kv_prefetch8(v, (size_t)p * st, kv_stride, f16);
+            if (e0 == 0) bn_kv_prefetch(v, (size_t)p * st, kv_stride, f16);
             const __m256 a = _mm256_set1_ps(att[p]);
             for (int e = 0; e < ne; e++)
                 acc[e] = _mm256_fmadd_ps(a, kv_load8(v, vr + 8 * (size_t)e, f16), acc[e]);
@@ -713,13 +704,14 @@ static void avx2_rmsnorm(float *o, const float *x, const float *w, int64_t n, fl
 }
 
 /* n floats to IEEE half (vcvtps2ph, round to nearest even). */
-static void avx2_to_f16(const float *x, uint16_t *y, int64_t n) {
+void bn_avx2_to_f16(const float *x, void *y, int64_t n) {
+    uint16_t *h = y;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        _mm_storeu_si128((__m128i *)(y + i),
+        _mm_storeu_si128((__m128i *)(h + i),
                          _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
     }
-    if (i < n) bn_ref_to_f16(x + i, y + i, n - i);
+    if (i < n) bn_f16_from_float(x + i, h + i, n - i);
 }
 
 static const bn_kernels k_avx2 = {
@@ -745,7 +737,7 @@ static const bn_kernels k_avx2 = {
         },
     .f32_int8_act = (1ull << BN_TYPE_Q8_0) | (1ull << BN_TYPE_Q6_K) | (1ull << BN_TYPE_Q4_0),
     .attn_head = avx2_attn_head,
-    .to_f16 = avx2_to_f16,
+    .to_f16 = bn_avx2_to_f16,
     .ffn_act = avx2_ffn_act,
     .rmsnorm = avx2_rmsnorm,
     .packed_size = avx2_packed_size,

@@ -975,21 +975,6 @@ static inline __attribute__((always_inline)) __m512 kv_load(const void *base, si
     return _mm512_loadu_ps((const float *)base + i);
 }
 
-/* Prefetches the n elements that lie KV_PREFETCH bytes past element i: a KV
- * head's rows are short streams that the hardware prefetcher picks up late.
- * One layer's attention (20 heads, 160 positions, cold) on one thread of the
- * development machine, with a throwaway copy of this kernel: 36 -> 32 us with
- * float32 K/V, 31 -> 24 us with half (a plain read of the same bytes: 29 and
- * 16 us). */
-#define KV_PREFETCH 4096
-static inline __attribute__((always_inline)) void kv_prefetch(const void *base, size_t i, int64_t n,
-                                                              const int f16) {
-    const size_t es = f16 ? 2 : 4;
-    const char *p = (const char *)base + i * es + KV_PREFETCH;
-    for (size_t c = 0; c < (size_t)n * es; c += 64)
-        _mm_prefetch(p + c, _MM_HINT_T0);
-}
-
 static inline __attribute__((always_inline)) void
 attn_head_body(const float *q, const void *k, const void *v, const int f16, int64_t kv_stride,
                int32_t n_pos, int hd, float scale, float *att, float *o) {
@@ -1004,7 +989,7 @@ attn_head_body(const float *q, const void *k, const void *v, const int f16, int6
     int32_t i = 0;
     for (; i + 8 <= n_pos; i += 8) {
         const size_t kr = (size_t)i * (size_t)kv_stride;
-        kv_prefetch(k, kr, 8 * kv_stride, f16);
+        bn_kv_prefetch(k, kr, 8 * kv_stride, f16);
         __m512 s[8];
         for (int p = 0; p < 8; p++)
             s[p] = _mm512_mul_ps(qv[0], kv_load(k, kr + (size_t)p * (size_t)kv_stride, f16));
@@ -1043,7 +1028,7 @@ attn_head_body(const float *q, const void *k, const void *v, const int f16, int6
             acc2[e] = _mm512_setzero_ps();
         for (; p + 2 <= n_pos; p += 2) {
             const size_t vr = (size_t)p * (size_t)kv_stride;
-            kv_prefetch(v, vr, 2 * kv_stride, f16);
+            bn_kv_prefetch(v, vr, 2 * kv_stride, f16);
             const __m512 a0 = _mm512_set1_ps(att[p]), a1 = _mm512_set1_ps(att[p + 1]);
             for (int e = 0; e < nv; e++) {
                 acc[e] = _mm512_fmadd_ps(a0, kv_load(v, vr + 16 * e, f16), acc[e]);
@@ -1083,7 +1068,7 @@ attn_head2_body(const float *q0, const float *q1, const void *k, const void *v, 
     int32_t i = 0;
     for (; i + 4 <= n_pos; i += 4) {
         const size_t kr = (size_t)i * (size_t)kv_stride;
-        kv_prefetch(k, kr, 4 * kv_stride, f16);
+        bn_kv_prefetch(k, kr, 4 * kv_stride, f16);
         __m512 sa[4], sb[4];
         for (int p = 0; p < 4; p++) {
             const __m512 kv = kv_load(k, kr + (size_t)p * (size_t)kv_stride, f16);
@@ -1128,7 +1113,7 @@ attn_head2_body(const float *q0, const float *q1, const void *k, const void *v, 
     }
     for (int32_t p = 0; p < n_pos; p++) {
         const size_t vr = (size_t)p * (size_t)kv_stride;
-        kv_prefetch(v, vr, kv_stride, f16);
+        bn_kv_prefetch(v, vr, kv_stride, f16);
         const __m512 a0 = _mm512_set1_ps(att0[p]), a1 = _mm512_set1_ps(att1[p]);
         for (int e = 0; e < nv; e++) {
             const __m512 vv = kv_load(v, vr + 16 * e, f16);
@@ -1165,16 +1150,6 @@ static void avx512_attn_head2(const float *q0, const float *q1, const void *k, c
     } else {
         attn_head2_body(q0, q1, k, v, 0, kv_stride, n_pos, hd, scale, att, o0, o1);
     }
-}
-
-/* n floats to IEEE half (vcvtps2ph, round to nearest even). */
-static void avx512_to_f16(const float *x, uint16_t *y, int64_t n) {
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        _mm256_storeu_si256((__m256i *)(y + i),
-                            _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
-    }
-    if (i < n) bn_ref_to_f16(x + i, y + i, n - i);
 }
 
 static void avx512_ffn_act(float *g, const float *u, int64_t n, int relu2) {
@@ -1240,7 +1215,7 @@ static const bn_kernels k_avx512 = {
     .f32_int8_act = (1ull << BN_TYPE_Q8_0) | (1ull << BN_TYPE_Q6_K) | (1ull << BN_TYPE_Q4_0),
     .attn_head = avx512_attn_head,
     .attn_head2 = avx512_attn_head2,
-    .to_f16 = avx512_to_f16,
+    .to_f16 = bn_avx2_to_f16,
     .ffn_act = avx512_ffn_act,
     .rmsnorm = avx512_rmsnorm,
     .bandwidth_bound = 1,

@@ -201,11 +201,12 @@ static void neon_attn_head(const float *q, const void *k, const void *v, int kv_
 
 /* n floats to IEEE half (fcvtn: round to nearest even in the default
  * FPCR mode, subnormal halves kept). */
-static void neon_to_f16(const float *x, uint16_t *y, int64_t n) {
+static void neon_to_f16(const float *x, void *y, int64_t n) {
+    uint16_t *h = y;
     int64_t i = 0;
     for (; i + 4 <= n; i += 4)
-        vst1_u16(y + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(x + i))));
-    if (i < n) bn_ref_to_f16(x + i, y + i, n - i);
+        vst1_u16(h + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(x + i))));
+    if (i < n) bn_f16_from_float(x + i, h + i, n - i);
 }
 
 const bn_kernels *bn_kernels_neon_init(bn_kernels *k) {

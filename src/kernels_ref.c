@@ -126,9 +126,11 @@ static void matmul_float(const bn_tensor *w, const float *x, int64_t n_tok, floa
 
 /* Dot product with 8 independent partial sums, which compilers vectorize
  * without -ffast-math (a fixed order, so results do not depend on threads). */
-/* Element e of a K or V row, float32 or IEEE half. */
+/* Element e of a K or V row, float32 or IEEE half (as bn_f16_from_float
+ * stores it). */
 static inline float kv_at(const void *row, int kv_f16, int e) {
-    return kv_f16 ? bn_fp16_to_fp32(((const uint16_t *)row)[e]) : ((const float *)row)[e];
+    return kv_f16 ? bn_fp16_to_fp32(bn_rd_u16((const uint8_t *)row + 2 * e))
+                  : ((const float *)row)[e];
 }
 
 /* q . row in eight lanes (lane j holds the elements e = j mod 8). */
@@ -171,11 +173,6 @@ void bn_ref_attn_head(const float *q, const void *k, const void *v, int kv_f16, 
     }
 }
 
-void bn_ref_to_f16(const float *x, uint16_t *y, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        y[i] = bn_fp32_to_fp16(x[i]);
-}
-
 void bn_ref_ffn_act(float *g, const float *u, int64_t n, int relu2) {
     if (relu2) {
         for (int64_t i = 0; i < n; i++) {
@@ -210,7 +207,7 @@ static const bn_kernels k_reference = {
             [BN_TYPE_I2_S] = matmul_float,
         },
     .attn_head = bn_ref_attn_head,
-    .to_f16 = bn_ref_to_f16,
+    .to_f16 = bn_f16_from_float,
     .ffn_act = bn_ref_ffn_act,
 };
 

@@ -30,9 +30,9 @@ uint64_t kv_cache_bytes(const KVCache *kv);
 /* Bytes per element. */
 static inline size_t kv_cache_esize(const KVCache *kv) { return kv->f16 ? 2 : 4; }
 
-/* The element offset of the head_dim elements of KV head `head` at position `pos` of sequence `seq`
- * in layer `layer`; positions of one head follow each other head_dim floats
- * apart. */
+/* The element offset of the head_dim elements of KV head `head` at
+ * position `pos` of sequence `seq` in layer `layer`; positions of one head
+ * follow each other head_dim elements apart. */
 static inline size_t kv_cache_offset(const KVCache *kv, int32_t seq, int32_t layer, int32_t head,
                                      int32_t pos) {
     const size_t block =
