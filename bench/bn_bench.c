@@ -174,10 +174,10 @@ int main(int argc, char **argv) {
             if (bn_decode(c, &one, &err) != BN_OK) DIE("decode: %s", err.msg);
             next = pick(smp, c);
             steps_s += now() - t;
-            /* the step reads K and V of positions 0..pos of every layer */
-            const double kv = 2.0 * (kv_f16 ? 2.0 : 4.0) * (double)cfg.n_layer *
-                              (double)(n_prompt + i + 1) * (double)cfg.n_head_kv *
-                              (double)cfg.head_dim;
+            /* the step reads K and V of positions 0..pos of every layer (the
+             * cache's bytes a position: one sequence) */
+            const double kv = (double)bn_context_kv_bytes(c) / (double)bn_context_n_ctx(c) *
+                              (double)(n_prompt + i + 1);
             const double gbps = (double)words * 8.0 / best / 1e9;
             bound_w += (double)wbytes / (gbps * 1e9);
             bound_wkv += ((double)wbytes + kv) / (gbps * 1e9);

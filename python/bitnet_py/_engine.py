@@ -227,6 +227,7 @@ class GenResult:
 #: What a KV cache stores (``_core.Context(kv_type=...)``).
 KVType = Literal["f32", "f16"]
 
+
 @dataclass
 class Timing:
     prefill_time: float = 0.0
