@@ -599,61 +599,145 @@ static __mmask16 b3_mask(int64_t g, int k, int64_t r0, int64_t r1) {
     return (__mmask16)((((1u << (hi - lo)) - 1u) << (lo - base)) & 0xffffu);
 }
 
+/* 1 if a[0..n) holds -128, which has no int8 negation. */
+static int has_i8_min(const int8_t *a, int64_t n) {
+    const __m512i m = _mm512_set1_epi8(-128);
+    __mmask64 hit = 0;
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64)
+        hit |= _mm512_cmpeq_epi8_mask(_mm512_loadu_si512(a + i), m);
+    for (; i < n; i++)
+        hit |= a[i] == -128;
+    return hit != 0;
+}
+
+/* The five digit vectors of one chunk, unsigned (bit 7 ignored), and its
+ * negated bytes. */
+#define B3_LOOKUP(v, d0, d1, d2, d3, d4, neg)                                                      \
+    do {                                                                                           \
+        neg = _mm512_movepi8_mask(v);                                                              \
+        d0 = _mm512_permutex2var_epi8(t0l, v, t0h);                                                \
+        d1 = _mm512_permutex2var_epi8(t1l, v, t1h);                                                \
+        d2 = _mm512_permutex2var_epi8(t2l, v, t2h);                                                \
+        d3 = _mm512_permutex2var_epi8(t3l, v, t3h);                                                \
+        d4 = _mm512_permutex2var_epi8(t4l, v, t4h);                                                \
+    } while (0)
+
+/* Chunk c's dot products. A negated byte's code is 2 - d, and
+ * (2 - d) x = d (-x) + 2 x: its digits meet -x, and one more vpdpbusd adds
+ * 2 x (into a5, which belongs to all five sub-groups). */
+#define B3_DOT(d0, d1, d2, d3, d4, neg, c)                                                         \
+    do {                                                                                           \
+        const __m512i x_ = bcast4(qb + 4 * (c));                                                   \
+        const __m512i xn_ = _mm512_mask_sub_epi8(x_, neg, zero, x_);                               \
+        a0 = _mm512_dpbusd_epi32(a0, d0, xn_);                                                     \
+        a1 = _mm512_dpbusd_epi32(a1, d1, xn_);                                                     \
+        a2 = _mm512_dpbusd_epi32(a2, d2, xn_);                                                     \
+        a3 = _mm512_dpbusd_epi32(a3, d3, xn_);                                                     \
+        a4 = _mm512_dpbusd_epi32(a4, d4, xn_);                                                     \
+        a5 = _mm512_dpbusd_epi32(a5, _mm512_maskz_mov_epi8(neg, two), x_);                         \
+    } while (0)
+
+/* Sums of chunks [0, nch) of one group's block: acc[k] += the codes of
+ * sub-group k times the activations qb (4 per chunk), as vpdpbusd sums.
+ * Each chunk's table lookups are issued one chunk ahead of its dot products
+ * (two sets of digit vectors, alternating), so that they do not wait on
+ * each other in the scheduler; with the sign taken by the activations,
+ * this streams 45.5-46.6 GB/s against 43.0-43.8 for decode-then-dot with 5
+ * masked subtractions (one core, weights held in L2). qb must not hold
+ * -128. */
+__attribute__((target("avx512vbmi"))) static inline void
+b3_block_dot(const uint8_t *cw, const int8_t *qb, int64_t nch, __m512i acc[5]) {
+    B3_TABLES;
+    const __m512i zero = _mm512_setzero_si512();
+    __m512i a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], a4 = acc[4], a5 = zero;
+    __m512i d0, d1, d2, d3, d4, e0, e1, e2, e3, e4;
+    __mmask64 nd, ne;
+    B3_LOOKUP(_mm512_load_si512(cw), d0, d1, d2, d3, d4, nd);
+    int64_t c = 0;
+    for (; c + 2 < nch; c += 2) {
+        _mm_prefetch((const char *)(cw + c * 64 + PREFETCH), WEIGHT_HINT);
+        _mm_prefetch((const char *)(cw + c * 64 + 64 + PREFETCH), WEIGHT_HINT);
+        B3_LOOKUP(_mm512_load_si512(cw + (c + 1) * 64), e0, e1, e2, e3, e4, ne);
+        B3_DOT(d0, d1, d2, d3, d4, nd, c);
+        B3_LOOKUP(_mm512_load_si512(cw + (c + 2) * 64), d0, d1, d2, d3, d4, nd);
+        B3_DOT(e0, e1, e2, e3, e4, ne, c + 1);
+    }
+    for (; c < nch; c++) {
+        if (c > 0) B3_LOOKUP(_mm512_load_si512(cw + c * 64), d0, d1, d2, d3, d4, nd);
+        B3_DOT(d0, d1, d2, d3, d4, nd, c);
+    }
+    acc[0] = _mm512_add_epi32(a0, a5);
+    acc[1] = _mm512_add_epi32(a1, a5);
+    acc[2] = _mm512_add_epi32(a2, a5);
+    acc[3] = _mm512_add_epi32(a3, a5);
+    acc[4] = _mm512_add_epi32(a4, a5);
+}
+
+/* The same with the sign on the codes (5 masked subtractions a chunk), for
+ * activations that hold -128. */
+__attribute__((target("avx512vbmi"))) static inline void
+b3_block_dot_i8min(const uint8_t *cw, const int8_t *qb, int64_t nch, __m512i acc[5]) {
+    B3_TABLES;
+    __m512i a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], a4 = acc[4];
+    for (int64_t c = 0; c < nch; c++) {
+        const __m512i v = _mm512_load_si512(cw + c * 64);
+        _mm_prefetch((const char *)(cw + c * 64 + PREFETCH), WEIGHT_HINT);
+        __m512i d0, d1, d2, d3, d4;
+        B3_DECODE(v, d0, d1, d2, d3, d4);
+        const __m512i x = bcast4(qb + 4 * c);
+        a0 = _mm512_dpbusd_epi32(a0, d0, x);
+        a1 = _mm512_dpbusd_epi32(a1, d1, x);
+        a2 = _mm512_dpbusd_epi32(a2, d2, x);
+        a3 = _mm512_dpbusd_epi32(a3, d3, x);
+        a4 = _mm512_dpbusd_epi32(a4, d4, x);
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+    acc[4] = a4;
+}
+
 /* One token: rows of groups [g0, g1) within [r0, r1). */
 __attribute__((target("avx512vbmi"))) static void b3_matvec(const bn_tensor *w, const int8_t *q,
                                                             float ascale, float d, float *out,
                                                             int64_t r0, int64_t r1) {
-    B3_TABLES;
     const int64_t n = w->n_cols;
     const int tq = is_tq(w->type);
     const int nbs = tq ? (int)(n / 256) : 1;
     const int64_t bcols = tq ? 256 : n;
+    const int i8min = has_i8_min(q, n);
     int32_t asum[MAX_NB];
     for (int b = 0; b < nbs; b++)
         asum[b] = sum_i8(q + (int64_t)b * bcols, bcols);
     const __m512 vd = _mm512_set1_ps(d), ws = _mm512_set1_ps(w->scale), as = _mm512_set1_ps(ascale);
     for (int64_t g = r0 / B3_ROWS; g < (r1 + B3_ROWS - 1) / B3_ROWS; g++) {
         const uint8_t *gw = (const uint8_t *)w->data + (size_t)g * (size_t)n * 16;
-        __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0, f3 = f0, f4 = f0;
+        __m512 f[5];
+        for (int k = 0; k < 5; k++)
+            f[k] = _mm512_setzero_ps();
         for (int b = 0; b < nbs; b++) {
-            __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0;
+            __m512i a[5];
+            for (int k = 0; k < 5; k++)
+                a[k] = _mm512_setzero_si512();
             const uint8_t *cw = gw + (size_t)b * (size_t)bcols * 16;
-            const int8_t *qb = q + b * bcols;
-            for (int64_t c = 0; c < bcols / 4; c++) {
-                const __m512i v = _mm512_load_si512(cw + c * 64);
-                _mm_prefetch((const char *)(cw + c * 64 + PREFETCH), WEIGHT_HINT);
-                __m512i d0, d1, d2, d3, d4;
-                B3_DECODE(v, d0, d1, d2, d3, d4);
-                const __m512i x = bcast4(qb + 4 * c);
-                a0 = _mm512_dpbusd_epi32(a0, d0, x);
-                a1 = _mm512_dpbusd_epi32(a1, d1, x);
-                a2 = _mm512_dpbusd_epi32(a2, d2, x);
-                a3 = _mm512_dpbusd_epi32(a3, d3, x);
-                a4 = _mm512_dpbusd_epi32(a4, d4, x);
+            if (i8min) {
+                b3_block_dot_i8min(cw, q + b * bcols, bcols / 4, a);
+            } else {
+                b3_block_dot(cw, q + b * bcols, bcols / 4, a);
             }
+            /* codes are w + 1: subtract the activations' sum */
             const __m512i s = _mm512_set1_epi32(asum[b]);
-#define B3_FOLD(f, a)                                                                              \
-    do {                                                                                           \
-        const __m512 x_ = _mm512_cvtepi32_ps(_mm512_sub_epi32(a, s));                              \
-        f = tq ? _mm512_add_ps(f, _mm512_mul_ps(vd, x_)) : x_;                                     \
-    } while (0)
-            B3_FOLD(f0, a0);
-            B3_FOLD(f1, a1);
-            B3_FOLD(f2, a2);
-            B3_FOLD(f3, a3);
-            B3_FOLD(f4, a4);
-#undef B3_FOLD
+            for (int k = 0; k < 5; k++) {
+                const __m512 x = _mm512_cvtepi32_ps(_mm512_sub_epi32(a[k], s));
+                f[k] = tq ? _mm512_add_ps(f[k], _mm512_mul_ps(vd, x)) : x;
+            }
         }
         float *o = out + B3_ROWS * g;
-        _mm512_mask_storeu_ps(o, b3_mask(g, 0, r0, r1), _mm512_div_ps(_mm512_mul_ps(f0, ws), as));
-        _mm512_mask_storeu_ps(o + 16, b3_mask(g, 1, r0, r1),
-                              _mm512_div_ps(_mm512_mul_ps(f1, ws), as));
-        _mm512_mask_storeu_ps(o + 32, b3_mask(g, 2, r0, r1),
-                              _mm512_div_ps(_mm512_mul_ps(f2, ws), as));
-        _mm512_mask_storeu_ps(o + 48, b3_mask(g, 3, r0, r1),
-                              _mm512_div_ps(_mm512_mul_ps(f3, ws), as));
-        _mm512_mask_storeu_ps(o + 64, b3_mask(g, 4, r0, r1),
-                              _mm512_div_ps(_mm512_mul_ps(f4, ws), as));
+        for (int k = 0; k < 5; k++)
+            _mm512_mask_storeu_ps(o + 16 * k, b3_mask(g, k, r0, r1),
+                                  _mm512_div_ps(_mm512_mul_ps(f[k], ws), as));
     }
 }
 

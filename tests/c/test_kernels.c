@@ -402,7 +402,14 @@ static void test_packed(const bn_kernels *k, int64_t n_rows, int64_t n_cols, int
     c.q[0] = -128;
     const size_t n_out = (size_t)(n_tok * n_rows);
     float *want = malloc(n_out * sizeof(float)), *got = malloc(n_out * sizeof(float));
-    for (int i = 0; i < 3 && want && got; i++) {
+    /* Twice: with -128 in the activations, then without it (the base-3
+     * decode has a faster path for activations that can all be negated). */
+    for (int pass = 0; pass < 2 * 3 && want && got; pass++) {
+        const int i = pass % 3;
+        if (pass == 3) {
+            for (int64_t j = 0; j < n_tok * n_cols; j++)
+                c.q[j] = c.q[j] == -128 ? -127 : c.q[j];
+        }
         bn_tensor w = tensor_of(&c, i);
         if (!k->matmul_i8[w.type]) continue;
         int layout = 0;
@@ -439,8 +446,9 @@ static void test_packed(const bn_kernels *k, int64_t n_rows, int64_t n_cols, int
         long bad = 0;
         for (size_t j = 0; j < n_out; j++)
             bad += memcmp(&got[j], &want[j], sizeof(float)) != 0;
-        CHECKF(bad == 0, "%s/%s packed %lldx%lld, %lld tokens: %ld outputs differ", k->name, w.name,
-               (long long)n_rows, (long long)n_cols, (long long)n_tok, bad);
+        CHECKF(bad == 0, "%s/%s packed %lldx%lld, %lld tokens%s: %ld outputs differ", k->name,
+               w.name, (long long)n_rows, (long long)n_cols, (long long)n_tok,
+               pass < 3 ? " (-128 in q)" : "", bad);
         bn_aligned_free(dst);
     }
     free(want);
