@@ -218,14 +218,15 @@ static void test_ternary(const bn_kernels *k, int64_t n_rows, int64_t n_cols, in
 
 /* Per-block scales that differ: TQ blocks get their own d; the kernel must
  * give sum_b d_b * isum_b in block order, as bn_ref_dot_ternary does. */
-static void test_ternary_block_scales(const bn_kernels *k) {
-    const int64_t n_rows = 9, n_cols = 1024, n_tok = 70;
+static void test_ternary_block_scales(const bn_kernels *k, int64_t n_rows, int64_t n_tok) {
+    const int64_t n_cols = 1024;
     float *wf = malloc((size_t)(n_rows * n_cols) * sizeof(float));
     float *x = malloc((size_t)(n_tok * n_cols) * sizeof(float));
     int8_t *q = malloc((size_t)(n_tok * n_cols));
-    float act[70], out[70 * 9];
+    float *act = malloc((size_t)n_tok * sizeof(float));
+    float *out = malloc((size_t)(n_tok * n_rows) * sizeof(float));
     uint8_t *buf = malloc((size_t)(n_rows * n_cols));
-    if (!wf || !x || !q || !buf) {
+    if (!wf || !x || !q || !act || !out || !buf) {
         CHECK(0 && "out of memory");
         goto done;
     }
@@ -243,7 +244,9 @@ static void test_ternary_block_scales(const bn_kernels *k) {
                        "w",       0,      0};
         CHECK_OK(bn_quantize(w.type, wf, n_cols, n_rows, buf, (size_t)(n_rows * n_cols), &err),
                  &err);
-        k->matmul_i8[w.type](&w, q, act, n_tok, out, n_rows, 0, n_rows);
+        /* two row ranges, as a thread pool would split them */
+        k->matmul_i8[w.type](&w, q, act, n_tok, out, n_rows, 0, 5);
+        k->matmul_i8[w.type](&w, q, act, n_tok, out, n_rows, 5, n_rows);
         long bad = 0;
         for (int64_t t = 0; t < n_tok; t++) {
             for (int64_t r = 0; r < n_rows; r++) {
@@ -251,12 +254,15 @@ static void test_ternary_block_scales(const bn_kernels *k) {
                 bad += out[t * n_rows + r] != want;
             }
         }
-        CHECKF(bad == 0, "%s/%s: block scales: %ld differ", k->name, bn_type_name(w.type), bad);
+        CHECKF(bad == 0, "%s/%s: block scales, %lld rows, %lld tokens: %ld differ", k->name,
+               bn_type_name(w.type), (long long)n_rows, (long long)n_tok, bad);
     }
 done:
     free(wf);
     free(x);
     free(q);
+    free(act);
+    free(out);
     free(buf);
 }
 
@@ -643,7 +649,8 @@ static void run_set(const bn_kernels *k) {
     test_ternary(k, 13, 768, 3);
     test_ternary(k, 5, 2560, 67); /* more tokens than one tile */
     test_ternary(k, 64, 256, 1);
-    test_ternary_block_scales(k);
+    test_ternary_block_scales(k, 9, 70);
+    test_ternary_block_scales(k, 29, 1); /* decode, row ranges not a multiple of 8 */
     const int types[] = {BN_TYPE_F32,  BN_TYPE_F16,   BN_TYPE_BF16,  BN_TYPE_Q8_0, BN_TYPE_Q4_0,
                          BN_TYPE_Q6_K, BN_TYPE_TQ1_0, BN_TYPE_TQ2_0, BN_TYPE_I2_S};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
