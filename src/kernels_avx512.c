@@ -452,9 +452,10 @@ static void avx512_matmul_r16(const bn_tensor *w, const int8_t *q, const float *
  * sub-group k's row r for 4 consecutive columns, the u8 operand of vpdpbusd
  * against 4 activations broadcast, as in R16. Each 64-byte load feeds 5
  * vpdpbusd (320 weights), so 5 accumulator chains hide their latency.
- * Prefill decodes one group into the R16 layout in a scratch buffer (it
- * stays in L2) and runs the R16 tile kernel over all tokens: the decoding
- * is paid once per group, not per token. */
+ * Decode (b3_block_dot) applies the sign to the activations instead of
+ * the codes. Prefill decodes one group into the R16 layout in a scratch
+ * buffer (it stays in L2) and runs the R16 tile kernel over all tokens:
+ * the decoding is paid once per group, not per token. */
 
 /* Digit k of i + 121 for i < 122 (entries past 121 never occur). */
 static const uint8_t *b3_table(int k) {
