@@ -18,6 +18,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #define TOK_TILE 64
@@ -85,6 +86,9 @@ float bn_avx2_quantize_act(const float *x, int64_t n, int8_t *q) {
 #define ATILE 16
 #define AMAX_NB 128
 
+/* The R8 layout (below). */
+enum { AVX2_LAYOUT_R8 = 2 };
+
 static int32_t sum_i8(const int8_t *a, int64_t n) {
     const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
     __m256i acc = _mm256_setzero_si256();
@@ -97,6 +101,15 @@ static int32_t sum_i8(const int8_t *a, int64_t n) {
     for (; i < n; i++)
         s += a[i];
     return s;
+}
+
+/* asum[t][b]: the sum of block b's 256 activations of token t < nt. */
+static void tile_block_sums(const int8_t *q, int64_t n, int64_t nt, int64_t nb,
+                            int32_t (*asum)[AMAX_NB]) {
+    for (int64_t t = 0; t < nt; t++) {
+        for (int64_t b = 0; b < nb; b++)
+            asum[t][b] = sum_i8(q + t * n + b * BN_QK_K, BN_QK_K);
+    }
 }
 
 /* sum(c * a) over one TQ2_0 block (256 columns, 64 bytes of codes), for
@@ -115,9 +128,16 @@ static inline int32_t tq2_0_block_ca(const uint8_t *b, const int8_t *a) {
     return hsum_i32(_mm256_madd_epi16(acc16, ones16));
 }
 
+static void avx2_matmul_r8(const bn_tensor *w, const int8_t *q, const float *act_scale,
+                           int64_t n_tok, float *out, int64_t out_stride, int64_t r0, int64_t r1);
+
 static void avx2_matmul_tq2_0(const bn_tensor *w, const int8_t *q, const float *act_scale,
                               int64_t n_tok, float *out, int64_t out_stride, int64_t r0,
                               int64_t r1) {
+    if (w->layout == AVX2_LAYOUT_R8) {
+        avx2_matmul_r8(w, q, act_scale, n_tok, out, out_stride, r0, r1);
+        return;
+    }
     const int64_t n = w->n_cols, nb = n / BN_QK_K;
     const __m256i mask = _mm256_set1_epi8(3), ones16 = _mm256_set1_epi16(1);
     if (nb > AMAX_NB) {
@@ -128,10 +148,7 @@ static void avx2_matmul_tq2_0(const bn_tensor *w, const int8_t *q, const float *
     int32_t asum[ATILE][AMAX_NB];
     for (int64_t t0 = 0; t0 < n_tok; t0 += ATILE) {
         const int64_t nt = n_tok - t0 < ATILE ? n_tok - t0 : ATILE;
-        for (int64_t t = 0; t < nt; t++) {
-            for (int64_t b = 0; b < nb; b++)
-                asum[t][b] = sum_i8(q + (t0 + t) * n + b * BN_QK_K, BN_QK_K);
-        }
+        tile_block_sums(q + t0 * n, n, nt, nb, asum);
         for (int64_t r = r0; r < r1; r++) {
             const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
             /* each block's codes are decoded once for up to 4 tokens; the
@@ -241,51 +258,209 @@ static void avx2_matmul_i2_s(const bn_tensor *w, const int8_t *q, const float *a
     }
 }
 
-/* TQ1_0 (base-3 digits, slow to decode in AVX2) is repacked once at load
- * into TQ2_0 blocks: the same weights and block scales, 2 bits per weight,
- * read by the TQ2_0 kernel. */
-enum { AVX2_LAYOUT_TQ2 = 1 };
+/* ------------------------------------------------------------------------ */
+/* The R8 layout: 8 rows interleaved, 2 bits per weight                     */
+/* ------------------------------------------------------------------------ */
+
+/* Layout AVX2_LAYOUT_R8, for TQ1_0 and TQ2_0 tensors (the AVX2 analogue of
+ * the AVX-512 set's R16), repacked once at load:
+ *   - rows in groups of 8 (the last group padded with code 1, weight 0; its
+ *     padding rows are never written out);
+ *   - group g, 256-column block b: 16 chunks of 32 bytes at offset
+ *     512 (g nb + b); byte 4r + j of chunk c holds, in bits 2s, the code
+ *     w + 1 (0..3; TQ2_0's invalid 3 reads as +2, as in the reference) of
+ *     row 8g + r at column 256b + 16c + 4s + j;
+ *   - after the groups, the block scales: half 8 (g nb + b) + r is row
+ *     8g + r's scale of block b.
+ * (v >> 2s) & 3 of a chunk is a vector whose 32-bit lane r holds 4 codes of
+ * row r, the u8 operand of vpmaddubsw against 4 activations broadcast: each
+ * lane is one row, so no sum is ever reduced across lanes (the row-major
+ * kernel spends about a quarter of its work on that). A block's 16-bit
+ * sums take 32 pair sums of at most 3 * 128 * 2 in magnitude in each of two
+ * sets (s even, s odd): exact in int16. Then the block scales and the float
+ * sums go 8 rows wide in the reference's order (d * (float)s block by
+ * block, then * scale / act_scale). TQ1_0 (base-3 digits, slow to decode in
+ * AVX2) reads as fast as TQ2_0 here. */
 
 static size_t avx2_packed_size(const bn_tensor *w, int *layout) {
-    if (w->type != BN_TYPE_TQ1_0 || w->n_cols <= 0 || w->n_cols % BN_QK_K != 0) return 0;
-    *layout = AVX2_LAYOUT_TQ2;
-    return (size_t)w->n_rows * (size_t)(w->n_cols / BN_QK_K) * BN_TQ2_0_BYTES;
+    if (w->type != BN_TYPE_TQ1_0 && w->type != BN_TYPE_TQ2_0) return 0;
+    if (w->n_cols <= 0 || w->n_rows <= 0 || w->n_cols % BN_QK_K != 0) return 0;
+    if (w->n_cols / BN_QK_K > AMAX_NB) return 0;
+    const size_t groups = (size_t)(w->n_rows + 7) / 8, nb = (size_t)(w->n_cols / BN_QK_K);
+    *layout = AVX2_LAYOUT_R8;
+    return groups * nb * (512 + 16);
 }
 
-static void avx2_pack(bn_tensor *w, int layout, void *dst) {
-    const int64_t nb = w->n_cols / BN_QK_K;
-    uint8_t *out = dst;
+/* Codes (w + 1) of block b of a row, and its scale as a half. */
+static uint16_t r8_block_codes(const bn_tensor *w, int64_t row, int64_t b, uint8_t codes[256]) {
+    const uint8_t *src = (const uint8_t *)w->data + (size_t)row * w->row_bytes;
+    if (w->type == BN_TYPE_TQ2_0) {
+        const uint8_t *blk = src + b * BN_TQ2_0_BYTES;
+        const __m256i m3 = _mm256_set1_epi8(3);
+        /* TQ2_0: byte 32j + i, bits 2l: element 128j + 32l + i */
+        for (int j = 0; j < 2; j++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 32 * j));
+            for (int l = 0; l < 4; l++) {
+                _mm256_storeu_si256((__m256i *)(codes + 128 * j + 32 * l),
+                                    _mm256_and_si256(_mm256_srli_epi16(v, 2 * l), m3));
+            }
+        }
+        return bn_rd_u16(blk + 64);
+    }
+    const uint8_t *blk = src + b * BN_TQ1_0_BYTES;
     int8_t v[BN_QK_K];
-    for (int64_t r = 0; r < w->n_rows; r++) {
-        const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+    bn_tq1_0_unpack(blk, v);
+    for (int i = 0; i < BN_QK_K; i++)
+        codes[i] = (uint8_t)(v[i] + 1);
+    return bn_rd_u16(blk + BN_TQ1_0_BYTES - 2);
+}
+
+typedef struct R8Pack {
+    const bn_tensor *w;
+    uint8_t *dst;
+    int64_t g0, g1;
+} R8Pack;
+
+/* Groups [g0, g1) of the R8 layout. */
+static void *r8_pack_groups(void *arg) {
+    const R8Pack *j = arg;
+    const bn_tensor *w = j->w;
+    const int64_t nb = w->n_cols / BN_QK_K, groups = (w->n_rows + 7) / 8;
+    uint8_t *scales = j->dst + (size_t)groups * (size_t)nb * 512;
+    uint8_t codes[256];
+    for (int64_t g = j->g0; g < j->g1; g++) {
         for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *src = row + b * BN_TQ1_0_BYTES;
-            bn_tq1_0_unpack(src, v);
-            /* TQ2_0: byte 32j + i, bits 2l: element 128j + 32l + i, code w + 1 */
-            for (int j = 0; j < 2; j++) {
-                for (int i = 0; i < 32; i++) {
-                    unsigned byte = 0;
-                    for (int l = 0; l < 4; l++)
-                        byte |= (unsigned)(v[128 * j + 32 * l + i] + 1) << (2 * l);
-                    out[32 * j + i] = (uint8_t)byte;
+            uint8_t *cw = j->dst + ((size_t)g * (size_t)nb + (size_t)b) * 512;
+            uint8_t *sc = scales + ((size_t)g * (size_t)nb + (size_t)b) * 16;
+            for (int r = 0; r < 8; r++) {
+                const int64_t row = 8 * g + r;
+                uint16_t d = 0;
+                if (row < w->n_rows) {
+                    d = r8_block_codes(w, row, b, codes);
+                } else {
+                    memset(codes, 1, sizeof codes);
+                }
+                sc[2 * r] = (uint8_t)(d & 0xff);
+                sc[2 * r + 1] = (uint8_t)(d >> 8);
+                /* codes <= 3: the 32-bit shifts never carry into the next byte */
+                for (int c = 0; c < 16; c++) {
+                    uint32_t d4[4];
+                    memcpy(d4, codes + 16 * c, 16);
+                    const uint32_t o = d4[0] | d4[1] << 2 | d4[2] << 4 | d4[3] << 6;
+                    memcpy(cw + 32 * c + 4 * r, &o, 4);
                 }
             }
-            memcpy(out + 64, src + BN_TQ1_0_BYTES - 2, 2); /* the half scale d */
-            out += BN_TQ2_0_BYTES;
         }
     }
+    return NULL;
+}
+
+/* On two threads when the matrix is large (load time), on the caller alone
+ * if a thread cannot start. */
+static void avx2_pack(bn_tensor *w, int layout, void *dst) {
+    const int64_t groups = (w->n_rows + 7) / 8;
+    R8Pack a = {w, dst, 0, groups}, b = a;
+    pthread_t th;
+    int started = 0;
+    if (groups >= 128 && w->n_cols >= 1024) {
+        a.g1 = b.g0 = groups / 2;
+        started = pthread_create(&th, NULL, r8_pack_groups, &b) == 0;
+        if (!started) a.g1 = groups;
+    }
+    r8_pack_groups(&a);
+    if (started) pthread_join(th, NULL);
     w->data = dst;
-    w->row_bytes = (size_t)nb * BN_TQ2_0_BYTES;
     w->layout = layout;
+    w->row_group = 8;
+}
+
+/* Rows of group g within [r0, r1) for nt <= 4 tokens (the activations q of
+ * token t at q + t * n, their block sums asum[t]). */
+static inline __attribute__((always_inline)) void
+r8_group(const bn_tensor *w, int64_t g, const int8_t *q, int32_t (*asum)[AMAX_NB],
+         const float *act_scale, float *out, int64_t out_stride, int64_t r0, int64_t r1,
+         const int nt) {
+    const int64_t n = w->n_cols, nb = n / BN_QK_K, groups = (w->n_rows + 7) / 8;
+    const uint8_t *gw = (const uint8_t *)w->data + (size_t)g * (size_t)nb * 512;
+    const uint8_t *gs =
+        (const uint8_t *)w->data + (size_t)groups * (size_t)nb * 512 + (size_t)g * (size_t)nb * 16;
+    const __m256i m3 = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    __m256 f[4];
+    for (int t = 0; t < nt; t++)
+        f[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *cw = gw + b * 512;
+        const int8_t *qb = q + b * BN_QK_K;
+        __m256i e[4], o[4];
+        for (int t = 0; t < nt; t++)
+            e[t] = o[t] = _mm256_setzero_si256();
+        for (int c = 0; c < 16; c++) {
+            const __m256i v = _mm256_load_si256((const __m256i *)(cw + 32 * c));
+            if (!(c & 1)) _mm_prefetch((const char *)(cw + 32 * c + 8192), _MM_HINT_T0);
+            const __m256i c0 = _mm256_and_si256(v, m3);
+            const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v, 2), m3);
+            const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m3);
+            const __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(v, 6), m3);
+            for (int t = 0; t < nt; t++) {
+                const int8_t *a = qb + t * n + 16 * c;
+                int32_t x[4];
+                memcpy(x, a, 16);
+                e[t] = _mm256_add_epi16(e[t], _mm256_maddubs_epi16(c0, _mm256_set1_epi32(x[0])));
+                o[t] = _mm256_add_epi16(o[t], _mm256_maddubs_epi16(c1, _mm256_set1_epi32(x[1])));
+                e[t] = _mm256_add_epi16(e[t], _mm256_maddubs_epi16(c2, _mm256_set1_epi32(x[2])));
+                o[t] = _mm256_add_epi16(o[t], _mm256_maddubs_epi16(c3, _mm256_set1_epi32(x[3])));
+            }
+        }
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gs + b * 16)));
+        for (int t = 0; t < nt; t++) {
+            const __m256i s =
+                _mm256_add_epi32(_mm256_madd_epi16(e[t], ones), _mm256_madd_epi16(o[t], ones));
+            const __m256 x = _mm256_cvtepi32_ps(_mm256_sub_epi32(s, _mm256_set1_epi32(asum[t][b])));
+            f[t] = _mm256_add_ps(f[t], _mm256_mul_ps(d, x));
+        }
+    }
+    /* lane r is row 8g + r: store those within [r0, r1) */
+    const __m256i lane = _mm256_add_epi32(_mm256_set1_epi32((int)(8 * g)),
+                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i keep = _mm256_and_si256(_mm256_cmpgt_epi32(lane, _mm256_set1_epi32((int)r0 - 1)),
+                                          _mm256_cmpgt_epi32(_mm256_set1_epi32((int)r1), lane));
+    const __m256 ws = _mm256_set1_ps(w->scale);
+    for (int t = 0; t < nt; t++) {
+        const __m256 y = _mm256_div_ps(_mm256_mul_ps(f[t], ws), _mm256_set1_ps(act_scale[t]));
+        _mm256_maskstore_ps(out + t * out_stride + 8 * g, keep, y);
+    }
+}
+
+static void avx2_matmul_r8(const bn_tensor *w, const int8_t *q, const float *act_scale,
+                           int64_t n_tok, float *out, int64_t out_stride, int64_t r0, int64_t r1) {
+    const int64_t n = w->n_cols, nb = n / BN_QK_K;
+    int32_t asum[ATILE][AMAX_NB];
+    for (int64_t t0 = 0; t0 < n_tok; t0 += ATILE) {
+        const int64_t nt = n_tok - t0 < ATILE ? n_tok - t0 : ATILE;
+        tile_block_sums(q + t0 * n, n, nt, nb, asum);
+        /* each group's weights (8 rows) stay in L1 for the tile's tokens */
+        for (int64_t g = r0 / 8; g < (r1 + 7) / 8; g++) {
+            for (int64_t t1 = 0; t1 < nt; t1 += 4) {
+                const int m = (int)(nt - t1 < 4 ? nt - t1 : 4);
+                const int8_t *qt = q + (t0 + t1) * n;
+                float *ot = out + (t0 + t1) * out_stride;
+                const float *as = act_scale + t0 + t1;
+                switch (m) {
+                case 1: r8_group(w, g, qt, asum + t1, as, ot, out_stride, r0, r1, 1); break;
+                case 2: r8_group(w, g, qt, asum + t1, as, ot, out_stride, r0, r1, 2); break;
+                case 3: r8_group(w, g, qt, asum + t1, as, ot, out_stride, r0, r1, 3); break;
+                default: r8_group(w, g, qt, asum + t1, as, ot, out_stride, r0, r1, 4); break;
+                }
+            }
+        }
+    }
 }
 
 static void avx2_matmul_tq1_0(const bn_tensor *w, const int8_t *q, const float *act_scale,
                               int64_t n_tok, float *out, int64_t out_stride, int64_t r0,
                               int64_t r1) {
-    if (w->layout == AVX2_LAYOUT_TQ2) {
-        bn_tensor t = *w;
-        t.type = BN_TYPE_TQ2_0;
-        avx2_matmul_tq2_0(&t, q, act_scale, n_tok, out, out_stride, r0, r1);
+    if (w->layout == AVX2_LAYOUT_R8) {
+        avx2_matmul_r8(w, q, act_scale, n_tok, out, out_stride, r0, r1);
         return;
     }
     bn_kernels_reference()->matmul_i8[BN_TYPE_TQ1_0](w, q, act_scale, n_tok, out, out_stride, r0,

@@ -420,9 +420,10 @@ static void test_packed(const bn_kernels *k, int64_t n_rows, int64_t n_cols, int
         if (!k->matmul_i8[w.type]) continue;
         int layout = 0;
         const size_t bytes = k->packed_size(&w, &layout);
-        /* the AVX-512 set repacks every ternary type; the AVX2 set only
-         * TQ1_0 (into TQ2_0 blocks) */
-        const int must = strcmp(k->name, "avx512vnni") == 0 || w.type == BN_TYPE_TQ1_0;
+        /* the AVX-512 set repacks every ternary type; the AVX2 set TQ1_0
+         * and TQ2_0 (into its 8-row layout) */
+        const int avx2 = strcmp(k->name, "avx2") == 0;
+        const int must = strcmp(k->name, "avx512vnni") == 0 || w.type != BN_TYPE_I2_S;
         CHECKF(bytes > 0 || !must, "%s/%s: %lldx%lld not packed", k->name, w.name,
                (long long)n_rows, (long long)n_cols);
         if (bytes == 0) continue;
@@ -435,9 +436,10 @@ static void test_packed(const bn_kernels *k, int64_t n_rows, int64_t n_cols, int
         bn_tensor p = w;
         k->pack(&p, layout, dst);
         CHECK(p.layout != 0 && p.data == dst);
-        if (expect_group) {
-            CHECKF(p.row_group == expect_group, "%s/%s: row group %d, expected %d", k->name, w.name,
-                   p.row_group, expect_group);
+        if (expect_group || avx2) {
+            const int want_group = avx2 ? 8 : expect_group;
+            CHECKF(p.row_group == want_group, "%s/%s: row group %d, expected %d", k->name, w.name,
+                   p.row_group, want_group);
         }
         for (size_t j = 0; j < n_out; j++)
             got[j] = -999.0f;
@@ -464,9 +466,12 @@ static void test_packed(const bn_kernels *k, int64_t n_rows, int64_t n_cols, int
 
 /* Tensors that the base-3 layout cannot hold keep a 2-bit one: TQ blocks
  * with different scales, and a TQ2_0 / I2_S code 3 (read as +2). Either
- * way the results are the reference's. */
+ * way the results are the reference's. The AVX2 set's 8-row layout takes
+ * them all. */
 static void test_packed_fallback(const bn_kernels *k) {
-    if (!k->packed_size || !k->pack || strcmp(k->name, "avx512vnni") != 0) return;
+    if (!k->packed_size || !k->pack) return;
+    /* the AVX2 set takes every such tensor into its 8-row layout */
+    const int want_group = strcmp(k->name, "avx2") == 0 ? 8 : 16;
     const bn_kernels *ref = bn_kernels_reference();
     enum { R = 90, C = 512, T = 3 };
     float *wf = malloc(sizeof(float) * R * C), *x = malloc(sizeof(float) * T * C);
@@ -504,11 +509,16 @@ static void test_packed_fallback(const bn_kernels *k) {
         }
         bn_tensor p = w;
         k->pack(&p, layout, dst);
-        CHECKF(p.row_group == 16, "%s case %d: row group %d, expected the 2-bit layout", k->name, c,
-               p.row_group);
+        CHECKF(p.row_group == want_group, "%s case %d: row group %d, expected %d", k->name, c,
+               p.row_group, want_group);
         k->matmul_i8[type](&p, q, act, T, got, R, 0, 41);
         k->matmul_i8[type](&p, q, act, T, got, R, 41, R);
         CHECKF(memcmp(want, got, sizeof want) == 0, "%s case %d: packed results differ", k->name,
+               c);
+        /* one token (the decode path), over the same split */
+        k->matmul_i8[type](&p, q, act, 1, got, R, 0, 41);
+        k->matmul_i8[type](&p, q, act, 1, got, R, 41, R);
+        CHECKF(memcmp(want, got, sizeof(float) * R) == 0, "%s case %d: one token differs", k->name,
                c);
         bn_aligned_free(dst);
     }
@@ -517,6 +527,47 @@ done:
     free(x);
     free(buf);
     free(q);
+}
+
+/* Packed layouts at the extremes of their integer sums: TQ2_0 rows of all
+ * code 3 (+2), all code 2 (+1) and all code 0 (-1), against activations of
+ * all -128 and all 127 (int16 sums in the AVX2 set's 8-row layout). */
+static void test_packed_extremes(const bn_kernels *k) {
+    if (!k->packed_size || !k->pack) return;
+    const bn_kernels *ref = bn_kernels_reference();
+    enum { R = 11, C = 1024, T = 2 };
+    static uint8_t buf[R * (C / 256) * BN_TQ2_0_BYTES];
+    static int8_t q[T * C];
+    const uint8_t fill[3] = {0xff, 0xaa, 0x00};
+    for (int r = 0; r < R; r++) {
+        for (int b = 0; b < C / 256; b++) {
+            uint8_t *blk = buf + ((size_t)r * (C / 256) + (size_t)b) * BN_TQ2_0_BYTES;
+            memset(blk, fill[r % 3], 64);
+            blk[64] = 0x00, blk[65] = 0x3c; /* d = 1 */
+        }
+    }
+    for (int i = 0; i < C; i++) {
+        q[i] = -128;
+        q[C + i] = 127;
+    }
+    const float act[T] = {1.0f, 2.0f};
+    bn_tensor w = {BN_TYPE_TQ2_0, C, R, bn_row_bytes(BN_TYPE_TQ2_0, C), buf, 1.0f, "w", 0, 0};
+    float want[T * R], got[T * R];
+    ref->matmul_i8[BN_TYPE_TQ2_0](&w, q, act, T, want, R, 0, R);
+    CHECK(want[0] == 2.0f * -128.0f * C); /* row 0: +2 everywhere */
+    int layout = 0;
+    const size_t bytes = k->packed_size(&w, &layout);
+    void *dst = bytes ? bn_aligned_alloc(bytes) : NULL;
+    if (!dst) return;
+    bn_tensor p = w;
+    k->pack(&p, layout, dst);
+    for (int t = 1; t <= T; t++) {
+        memset(got, 0, sizeof got);
+        k->matmul_i8[BN_TYPE_TQ2_0](&p, q, act, t, got, R, 0, R);
+        CHECKF(memcmp(want, got, sizeof(float) * (size_t)(t * R)) == 0,
+               "%s: extreme sums differ (%d tokens)", k->name, t);
+    }
+    bn_aligned_free(dst);
 }
 
 /* Attention of one head and the FFN activation against the reference set
@@ -675,6 +726,7 @@ static void run_set(const bn_kernels *k) {
     test_packed(k, 245, 768, 1);  /* three 80-row groups and a partial one */
     test_packed(k, 245, 768, 11);
     test_packed_fallback(k);
+    test_packed_extremes(k);
     if (strcmp(k->name, "avx512vnni") == 0 && (bn_cpu_flags() & BN_CPU_AVX512VBMI)) {
         /* the 2-bit layout, which CPUs without VBMI get */
         setenv("BITNET_TERNARY_LAYOUT", "r16", 1);
