@@ -121,10 +121,10 @@ typedef struct bn_kernels {
     bn_to_f16_fn to_f16;
     bn_ffn_act_fn ffn_act;
     bn_rmsnorm_fn rmsnorm; /* optional: NULL uses bn_rmsnorm */
-    /* 1: the set's decode kernels stream weights at memory bandwidth, so the
-     * loader puts the weights they stream in huge-page blocks (model.c,
-     * weight_alloc) and copies the head there; slower kernels gain nothing
-     * from that and would only pay its load time. */
+    /* 1: the set's decode kernels stream weights fast enough to gain from
+     * huge pages, so the loader puts the weights they stream in huge-page
+     * blocks (model.c, weight_alloc) and copies the head there; kernels
+     * that gain nothing from that would only pay its load time. */
     int bandwidth_bound;
     /* Optional repacking of a BitLinear weight into a layout chosen for this
      * set's matmul_i8, done once at load (model.c, bind_matrix). packed_size
