@@ -307,12 +307,56 @@ static uint16_t r8_block_codes(const bn_tensor *w, int64_t row, int64_t b, uint8
         }
         return bn_rd_u16(blk + 64);
     }
+    /* TQ1_0: base-3 digits (fmt_tq1_0.c), each the code: digit k of byte v
+     * is ((uint8_t)(v * 3^k) * 3) >> 8, computed 16 bytes at a time in
+     * 16-bit lanes */
+    static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
     const uint8_t *blk = src + b * BN_TQ1_0_BYTES;
-    int8_t v[BN_QK_K];
-    bn_tq1_0_unpack(blk, v);
-    for (int i = 0; i < BN_QK_K; i++)
-        codes[i] = (uint8_t)(v[i] + 1);
+    const __m256i ff = _mm256_set1_epi16(0xff), three = _mm256_set1_epi16(3);
+    for (int h = 0; h < 3; h++) { /* bytes 16h .. 16h + 15 */
+        const __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
+        for (int k = 0; k < 5; k++) {
+            __m256i v = _mm256_and_si256(_mm256_mullo_epi16(x, _mm256_set1_epi16(pow3[k])), ff);
+            v = _mm256_srli_epi16(_mm256_mullo_epi16(v, three), 8);
+            const __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi16(v, v), 0xd8);
+            /* bytes 0-31: element 32k + byte; bytes 32-47: 160 + 16k + byte - 32 */
+            uint8_t *dst = h < 2 ? codes + 32 * k + 16 * h : codes + 160 + 16 * k;
+            _mm_storeu_si128((__m128i *)dst, _mm256_castsi256_si128(p));
+        }
+    }
+    for (int k = 0; k < 4; k++) {
+        for (int j = 0; j < 4; j++) {
+            const unsigned v = (uint8_t)(blk[48 + j] * pow3[k]);
+            codes[240 + 4 * k + j] = (uint8_t)((v * 3u) >> 8);
+        }
+    }
     return bn_rd_u16(blk + BN_TQ1_0_BYTES - 2);
+}
+
+/* A TQ2_0 row's block b straight into its R8 dwords (out + 32 c, c < 16),
+ * in registers: TQ2_0 byte 32j + i holds in bits 2l the code of element
+ * 128j + 32l + i, so (v_j >> 2l) & 3 is elements 32k .. 32k + 31
+ * (k = 4j + l), chunks 2k and 2k + 1 in its two 128-bit lanes; each lane's
+ * four dwords D0..D3 fold into D0 | D1 << 2 | D2 << 4 | D3 << 6. Returns
+ * the block's scale. */
+static uint16_t r8_tq2_0_block(const bn_tensor *w, int64_t row, int64_t b, uint8_t *out) {
+    const uint8_t *blk = (const uint8_t *)w->data + (size_t)row * w->row_bytes + b * BN_TQ2_0_BYTES;
+    const __m256i m3 = _mm256_set1_epi8(3);
+    for (int j = 0; j < 2; j++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 32 * j));
+        for (int l = 0; l < 4; l++) {
+            const __m256i x = _mm256_and_si256(_mm256_srli_epi16(v, 2 * l), m3);
+            __m256i o = _mm256_or_si256(x, _mm256_slli_epi32(_mm256_srli_si256(x, 4), 2));
+            o = _mm256_or_si256(o, _mm256_slli_epi32(_mm256_srli_si256(x, 8), 4));
+            o = _mm256_or_si256(o, _mm256_slli_epi32(_mm256_srli_si256(x, 12), 6));
+            const int k = 4 * j + l;
+            const uint32_t lo = (uint32_t)_mm256_extract_epi32(o, 0);
+            const uint32_t hi = (uint32_t)_mm256_extract_epi32(o, 4);
+            memcpy(out + 32 * (2 * k), &lo, 4);
+            memcpy(out + 32 * (2 * k + 1), &hi, 4);
+        }
+    }
+    return bn_rd_u16(blk + 64);
 }
 
 typedef struct R8Pack {
@@ -335,6 +379,12 @@ static void *r8_pack_groups(void *arg) {
             for (int r = 0; r < 8; r++) {
                 const int64_t row = 8 * g + r;
                 uint16_t d = 0;
+                if (row < w->n_rows && w->type == BN_TYPE_TQ2_0) {
+                    d = r8_tq2_0_block(w, row, b, cw + 4 * r);
+                    sc[2 * r] = (uint8_t)(d & 0xff);
+                    sc[2 * r + 1] = (uint8_t)(d >> 8);
+                    continue;
+                }
                 if (row < w->n_rows) {
                     d = r8_block_codes(w, row, b, codes);
                 } else {
