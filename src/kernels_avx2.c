@@ -86,8 +86,10 @@ float bn_avx2_quantize_act(const float *x, int64_t n, int8_t *q) {
 #define ATILE 16
 #define AMAX_NB 128
 
-/* The R8 layout (below). */
-enum { AVX2_LAYOUT_R8 = 2 };
+/* The R8 layout (below); an id apart from the AVX-512 set's R16 (1) and
+ * B3 (2), whose tensors that set never hands to these kernels, so that one
+ * could not be taken for the other. */
+enum { AVX2_LAYOUT_R8 = 16 };
 
 static int32_t sum_i8(const int8_t *a, int64_t n) {
     const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
