@@ -210,6 +210,10 @@ static void avx2_matmul_tq2_0(const bn_tensor *w, const int8_t *q, const float *
 static void avx2_matmul_i2_s(const bn_tensor *w, const int8_t *q, const float *act_scale,
                              int64_t n_tok, float *out, int64_t out_stride, int64_t r0,
                              int64_t r1) {
+    if (w->layout == AVX2_LAYOUT_R8) {
+        avx2_matmul_r8(w, q, act_scale, n_tok, out, out_stride, r0, r1);
+        return;
+    }
     const int64_t n = w->n_cols, nb = n / BN_QK_I2_S;
     const __m256i mask = _mm256_set1_epi8(3), ones16 = _mm256_set1_epi16(1);
     int32_t asum[ATILE];
@@ -264,8 +268,9 @@ static void avx2_matmul_i2_s(const bn_tensor *w, const int8_t *q, const float *a
 /* The R8 layout: 8 rows interleaved, 2 bits per weight                     */
 /* ------------------------------------------------------------------------ */
 
-/* Layout AVX2_LAYOUT_R8, for TQ1_0 and TQ2_0 tensors (the AVX2 analogue of
- * the AVX-512 set's R16), repacked once at load:
+/* Layout AVX2_LAYOUT_R8, for TQ1_0, TQ2_0 and I2_S tensors of whole
+ * 256-column blocks (the AVX2 analogue of the AVX-512 set's R16), repacked
+ * once at load:
  *   - rows in groups of 8 (the last group padded with code 1, weight 0; its
  *     padding rows are never written out);
  *   - group g, 256-column block b: 16 chunks of 32 bytes at offset
@@ -273,7 +278,8 @@ static void avx2_matmul_i2_s(const bn_tensor *w, const int8_t *q, const float *a
  *     w + 1 (0..3; TQ2_0's invalid 3 reads as +2, as in the reference) of
  *     row 8g + r at column 256b + 16c + 4s + j;
  *   - after the groups, the block scales: half 8 (g nb + b) + r is row
- *     8g + r's scale of block b.
+ *     8g + r's scale of block b (0 for I2_S, whose rows sum as integers
+ *     over all blocks, as the reference does, before its one scale).
  * (v >> 2s) & 3 of a chunk is a vector whose 32-bit lane r holds 4 codes of
  * row r, the u8 operand of vpmaddubsw against 4 activations broadcast: each
  * lane is one row, so no sum is ever reduced across lanes (the row-major
@@ -282,10 +288,10 @@ static void avx2_matmul_i2_s(const bn_tensor *w, const int8_t *q, const float *a
  * sets (s even, s odd): exact in int16. Then the block scales and the float
  * sums go 8 rows wide in the reference's order (d * (float)s block by
  * block, then * scale / act_scale). TQ1_0 (base-3 digits, slow to decode in
- * AVX2) reads as fast as TQ2_0 here. */
+ * AVX2) and I2_S read as fast as TQ2_0 here. */
 
 static size_t avx2_packed_size(const bn_tensor *w, int *layout) {
-    if (w->type != BN_TYPE_TQ1_0 && w->type != BN_TYPE_TQ2_0) return 0;
+    if (w->type != BN_TYPE_TQ1_0 && w->type != BN_TYPE_TQ2_0 && w->type != BN_TYPE_I2_S) return 0;
     if (w->n_cols <= 0 || w->n_rows <= 0 || w->n_cols % BN_QK_K != 0) return 0;
     if (w->n_cols / BN_QK_K > AMAX_NB) return 0;
     const size_t groups = (size_t)(w->n_rows + 7) / 8, nb = (size_t)(w->n_cols / BN_QK_K);
@@ -293,22 +299,9 @@ static size_t avx2_packed_size(const bn_tensor *w, int *layout) {
     return groups * nb * (512 + 16);
 }
 
-/* Codes (w + 1) of block b of a row, and its scale as a half. */
-static uint16_t r8_block_codes(const bn_tensor *w, int64_t row, int64_t b, uint8_t codes[256]) {
+/* Codes (w + 1) of TQ1_0 block b of a row, and its scale as a half. */
+static uint16_t r8_tq1_0_codes(const bn_tensor *w, int64_t row, int64_t b, uint8_t codes[256]) {
     const uint8_t *src = (const uint8_t *)w->data + (size_t)row * w->row_bytes;
-    if (w->type == BN_TYPE_TQ2_0) {
-        const uint8_t *blk = src + b * BN_TQ2_0_BYTES;
-        const __m256i m3 = _mm256_set1_epi8(3);
-        /* TQ2_0: byte 32j + i, bits 2l: element 128j + 32l + i */
-        for (int j = 0; j < 2; j++) {
-            const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 32 * j));
-            for (int l = 0; l < 4; l++) {
-                _mm256_storeu_si256((__m256i *)(codes + 128 * j + 32 * l),
-                                    _mm256_and_si256(_mm256_srli_epi16(v, 2 * l), m3));
-            }
-        }
-        return bn_rd_u16(blk + 64);
-    }
     /* TQ1_0: base-3 digits (fmt_tq1_0.c), each the code: digit k of byte v
      * is ((uint8_t)(v * 3^k) * 3) >> 8, computed 16 bytes at a time in
      * 16-bit lanes */
@@ -335,19 +328,24 @@ static uint16_t r8_block_codes(const bn_tensor *w, int64_t row, int64_t b, uint8
     return bn_rd_u16(blk + BN_TQ1_0_BYTES - 2);
 }
 
-/* A TQ2_0 row's block b straight into its R8 dwords (out + 32 c, c < 16),
- * in registers: TQ2_0 byte 32j + i holds in bits 2l the code of element
- * 128j + 32l + i, so (v_j >> 2l) & 3 is elements 32k .. 32k + 31
- * (k = 4j + l), chunks 2k and 2k + 1 in its two 128-bit lanes; each lane's
- * four dwords D0..D3 fold into D0 | D1 << 2 | D2 << 4 | D3 << 6. Returns
- * the block's scale. */
-static uint16_t r8_tq2_0_block(const bn_tensor *w, int64_t row, int64_t b, uint8_t *out) {
-    const uint8_t *blk = (const uint8_t *)w->data + (size_t)row * w->row_bytes + b * BN_TQ2_0_BYTES;
+/* A TQ2_0 or I2_S row's 256 columns from block b straight into its R8
+ * dwords (out + 32 c, c < 16), in registers. Both hold 64 bytes of 2-bit
+ * codes per 256 columns whose byte 32j + i holds, in field l, element
+ * 128j + 32l + i: TQ2_0 in bits 2l (then its half scale), I2_S (two
+ * 128-column blocks) in bits 6 - 2l. So field l of half j is elements
+ * 32k .. 32k + 31 (k = 4j + l), chunks 2k and 2k + 1 in its two 128-bit
+ * lanes; each lane's four dwords D0..D3 fold into
+ * D0 | D1 << 2 | D2 << 4 | D3 << 6. Returns the TQ2_0 block scale (0 for
+ * I2_S, which has one per tensor). */
+static uint16_t r8_2bit_block(const bn_tensor *w, int64_t row, int64_t b, uint8_t *out) {
+    const int tq2 = w->type == BN_TYPE_TQ2_0;
+    const uint8_t *blk = (const uint8_t *)w->data + (size_t)row * w->row_bytes +
+                         b * (tq2 ? BN_TQ2_0_BYTES : 2 * BN_I2_S_BYTES);
     const __m256i m3 = _mm256_set1_epi8(3);
     for (int j = 0; j < 2; j++) {
         const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 32 * j));
         for (int l = 0; l < 4; l++) {
-            const __m256i x = _mm256_and_si256(_mm256_srli_epi16(v, 2 * l), m3);
+            const __m256i x = _mm256_and_si256(_mm256_srli_epi16(v, tq2 ? 2 * l : 6 - 2 * l), m3);
             __m256i o = _mm256_or_si256(x, _mm256_slli_epi32(_mm256_srli_si256(x, 4), 2));
             o = _mm256_or_si256(o, _mm256_slli_epi32(_mm256_srli_si256(x, 8), 4));
             o = _mm256_or_si256(o, _mm256_slli_epi32(_mm256_srli_si256(x, 12), 6));
@@ -358,7 +356,7 @@ static uint16_t r8_tq2_0_block(const bn_tensor *w, int64_t row, int64_t b, uint8
             memcpy(out + 32 * (2 * k + 1), &hi, 4);
         }
     }
-    return bn_rd_u16(blk + 64);
+    return tq2 ? bn_rd_u16(blk + 64) : 0;
 }
 
 typedef struct R8Pack {
@@ -381,14 +379,14 @@ static void *r8_pack_groups(void *arg) {
             for (int r = 0; r < 8; r++) {
                 const int64_t row = 8 * g + r;
                 uint16_t d = 0;
-                if (row < w->n_rows && w->type == BN_TYPE_TQ2_0) {
-                    d = r8_tq2_0_block(w, row, b, cw + 4 * r);
+                if (row < w->n_rows && w->type != BN_TYPE_TQ1_0) {
+                    d = r8_2bit_block(w, row, b, cw + 4 * r);
                     sc[2 * r] = (uint8_t)(d & 0xff);
                     sc[2 * r + 1] = (uint8_t)(d >> 8);
                     continue;
                 }
                 if (row < w->n_rows) {
-                    d = r8_block_codes(w, row, b, codes);
+                    d = r8_tq1_0_codes(w, row, b, codes);
                 } else {
                     memset(codes, 1, sizeof codes);
                 }
@@ -437,9 +435,15 @@ r8_group(const bn_tensor *w, int64_t g, const int8_t *q, int32_t (*asum)[AMAX_NB
     const uint8_t *gs =
         (const uint8_t *)w->data + (size_t)groups * (size_t)nb * 512 + (size_t)g * (size_t)nb * 16;
     const __m256i m3 = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    /* TQ types: float sums of the scaled blocks; I2_S (one scale per
+     * tensor): the integer sum of the whole row, as the reference */
+    const int tq = w->type != BN_TYPE_I2_S;
     __m256 f[4];
-    for (int t = 0; t < nt; t++)
+    __m256i isum[4];
+    for (int t = 0; t < nt; t++) {
         f[t] = _mm256_setzero_ps();
+        isum[t] = _mm256_setzero_si256();
+    }
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *cw = gw + b * 512;
         const int8_t *qb = q + b * BN_QK_K;
@@ -465,11 +469,19 @@ r8_group(const bn_tensor *w, int64_t g, const int8_t *q, int32_t (*asum)[AMAX_NB
         }
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gs + b * 16)));
         for (int t = 0; t < nt; t++) {
-            const __m256i s =
-                _mm256_add_epi32(_mm256_madd_epi16(e[t], ones), _mm256_madd_epi16(o[t], ones));
-            const __m256 x = _mm256_cvtepi32_ps(_mm256_sub_epi32(s, _mm256_set1_epi32(asum[t][b])));
-            f[t] = _mm256_add_ps(f[t], _mm256_mul_ps(d, x));
+            const __m256i s = _mm256_sub_epi32(
+                _mm256_add_epi32(_mm256_madd_epi16(e[t], ones), _mm256_madd_epi16(o[t], ones)),
+                _mm256_set1_epi32(asum[t][b]));
+            if (tq) {
+                f[t] = _mm256_add_ps(f[t], _mm256_mul_ps(d, _mm256_cvtepi32_ps(s)));
+            } else {
+                isum[t] = _mm256_add_epi32(isum[t], s);
+            }
         }
+    }
+    if (!tq) {
+        for (int t = 0; t < nt; t++)
+            f[t] = _mm256_cvtepi32_ps(isum[t]);
     }
     /* lane r is row 8g + r: store those within [r0, r1) */
     const __m256i lane = _mm256_add_epi32(_mm256_set1_epi32((int)(8 * g)),
