@@ -669,6 +669,8 @@ static float q6_k_row_dot(const uint8_t *row, int64_t nb, const int8_t *q, const
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = row + b * BN_Q6_K_BYTES;
         const int8_t *qa = q + 256 * b;
+        for (int l = 0; l < BN_Q6_K_BYTES; l += 64) /* the rows are streamed */
+            _mm_prefetch((const char *)(blk + 8192 + l), _MM_HINT_T0);
         const __m128i sc8 = _mm_loadu_si128((const __m128i *)(blk + 192));
         __m256i acc = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
@@ -714,6 +716,7 @@ static float q8_0_row_dot(const uint8_t *row, int64_t n, const int8_t *q, const 
     __m256 facc = _mm256_setzero_ps();
     for (int64_t k = 0; k < n; k += 32) {
         const uint8_t *blk = row + (k / 32) * BN_Q8_0_BYTES;
+        _mm_prefetch((const char *)(blk + 8192), _MM_HINT_T0); /* the rows are streamed */
         const __m256i wv = _mm256_loadu_si256((const __m256i *)(blk + 2));
         const __m256i av = _mm256_loadu_si256((const __m256i *)(q + k));
         const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(av, wv));
