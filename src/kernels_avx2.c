@@ -381,24 +381,21 @@ static void *r8_pack_groups(void *arg) {
                 uint16_t d = 0;
                 if (row < w->n_rows && w->type != BN_TYPE_TQ1_0) {
                     d = r8_2bit_block(w, row, b, cw + 4 * r);
-                    sc[2 * r] = (uint8_t)(d & 0xff);
-                    sc[2 * r + 1] = (uint8_t)(d >> 8);
-                    continue;
-                }
-                if (row < w->n_rows) {
-                    d = r8_tq1_0_codes(w, row, b, codes);
                 } else {
-                    memset(codes, 1, sizeof codes);
+                    if (row < w->n_rows) {
+                        d = r8_tq1_0_codes(w, row, b, codes);
+                    } else {
+                        memset(codes, 1, sizeof codes);
+                    }
+                    /* codes <= 3: the 32-bit shifts never carry into the next byte */
+                    for (int c = 0; c < 16; c++) {
+                        uint32_t d4[4];
+                        memcpy(d4, codes + 16 * c, 16);
+                        const uint32_t o = d4[0] | d4[1] << 2 | d4[2] << 4 | d4[3] << 6;
+                        memcpy(cw + 32 * c + 4 * r, &o, 4);
+                    }
                 }
-                sc[2 * r] = (uint8_t)(d & 0xff);
-                sc[2 * r + 1] = (uint8_t)(d >> 8);
-                /* codes <= 3: the 32-bit shifts never carry into the next byte */
-                for (int c = 0; c < 16; c++) {
-                    uint32_t d4[4];
-                    memcpy(d4, codes + 16 * c, 16);
-                    const uint32_t o = d4[0] | d4[1] << 2 | d4[2] << 4 | d4[3] << 6;
-                    memcpy(cw + 32 * c + 4 * r, &o, 4);
-                }
+                bn_wr_u16(sc + 2 * r, d);
             }
         }
     }

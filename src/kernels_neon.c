@@ -91,7 +91,6 @@ static void neon_matmul_i2_s(const bn_tensor *w, const int8_t *q, const float *a
 #undef TDOT
 #undef DOT128
 
-/* Filled from the reference set, with the NEON ternary matmuls on top. */
 /* ---- attention over the KV cache ---------------------------------------- */
 
 /* exp(x), 4 lanes, as the x86 sets' exp: x = n ln2 + r, a degree-6
@@ -209,6 +208,7 @@ static void neon_to_f16(const float *x, void *y, int64_t n) {
     if (i < n) bn_f16_from_float(x + i, h + i, n - i);
 }
 
+/* Filled from the reference set, with the NEON kernels on top. */
 const bn_kernels *bn_kernels_neon_init(bn_kernels *k) {
     *k = *bn_kernels_reference();
     k->name = "neon-dotprod";
