@@ -31,6 +31,9 @@ const bn_kernels *bn_kernels_avx2(void);
 /* Kernels of the AVX2 set that the AVX-512 set reuses. */
 float bn_avx2_quantize_act(const float *x, int64_t n, int8_t *q);
 void bn_avx2_to_f16(const float *x, void *y, int64_t n);
+/* The 256 codes (w + 1) of a TQ1_0 block; returns its half scale (both
+ * sets' repacking). */
+uint16_t bn_avx2_tq1_0_codes(const uint8_t *blk, uint8_t codes[256]);
 void bn_avx2_matmul_float(const bn_tensor *w, const float *x, int64_t n_tok, float *out,
                           int64_t out_stride, int64_t r0, int64_t r1);
 /* The Q6_K / Q8_0 / Q4_0 head matmul on int8 activations (kernels_avx2.c):

@@ -299,14 +299,11 @@ static size_t avx2_packed_size(const bn_tensor *w, int *layout) {
     return groups * nb * (512 + 16);
 }
 
-/* Codes (w + 1) of TQ1_0 block b of a row, and its scale as a half. */
-static uint16_t r8_tq1_0_codes(const bn_tensor *w, int64_t row, int64_t b, uint8_t codes[256]) {
-    const uint8_t *src = (const uint8_t *)w->data + (size_t)row * w->row_bytes;
-    /* TQ1_0: base-3 digits (fmt_tq1_0.c), each the code: digit k of byte v
-     * is ((uint8_t)(v * 3^k) * 3) >> 8, computed 16 bytes at a time in
-     * 16-bit lanes */
+/* The codes (w + 1) of one TQ1_0 block (base-3 digits, fmt_tq1_0.c: digit
+ * k of byte v is ((uint8_t)(v * 3^k) * 3) >> 8, computed 16 bytes at a time
+ * in 16-bit lanes); returns its scale as a half. */
+uint16_t bn_avx2_tq1_0_codes(const uint8_t *blk, uint8_t codes[256]) {
     static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
-    const uint8_t *blk = src + b * BN_TQ1_0_BYTES;
     const __m256i ff = _mm256_set1_epi16(0xff), three = _mm256_set1_epi16(3);
     for (int h = 0; h < 3; h++) { /* bytes 16h .. 16h + 15 */
         const __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
@@ -383,7 +380,9 @@ static void *r8_pack_groups(void *arg) {
                     d = r8_2bit_block(w, row, b, cw + 4 * r);
                 } else {
                     if (row < w->n_rows) {
-                        d = r8_tq1_0_codes(w, row, b, codes);
+                        d = bn_avx2_tq1_0_codes((const uint8_t *)w->data +
+                                                    (size_t)row * w->row_bytes + b * BN_TQ1_0_BYTES,
+                                                codes);
                     } else {
                         memset(codes, 1, sizeof codes);
                     }

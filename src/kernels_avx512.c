@@ -122,34 +122,9 @@ static void row_codes(const bn_tensor *w, int64_t row, uint8_t *codes, uint16_t 
                 _mm256_storeu_si256((__m256i *)(codes + 128 * b + 32 * g), c);
             }
         }
-    } else { /* TQ1_0: base-3 digits (fmt_tq1_0.c): digit k of byte v is
-              * ((uint8_t)(v * 3^k) * 3) >> 8, computed in 16-bit lanes */
-        static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
-        const __m512i ff = _mm512_set1_epi16(0xff), three = _mm512_set1_epi16(3);
-        for (int64_t b = 0; b < w->n_cols / 256; b++) {
-            const uint8_t *blk = src + b * BN_TQ1_0_BYTES;
-            uint8_t *cb = codes + 256 * b;
-            const __m512i lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)blk));
-            const __m512i hi = _mm512_cvtepu8_epi16(
-                _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 32))));
-            for (int k = 0; k < 5; k++) {
-                const __m512i p = _mm512_set1_epi16(pow3[k]);
-                __m512i v = _mm512_and_si512(_mm512_mullo_epi16(lo, p), ff);
-                v = _mm512_srli_epi16(_mm512_mullo_epi16(v, three), 8);
-                _mm256_storeu_si256((__m256i *)(cb + 32 * k), _mm512_cvtepi16_epi8(v));
-                __m512i h = _mm512_and_si512(_mm512_mullo_epi16(hi, p), ff);
-                h = _mm512_srli_epi16(_mm512_mullo_epi16(h, three), 8);
-                _mm_storeu_si128((__m128i *)(cb + 160 + 16 * k),
-                                 _mm256_castsi256_si128(_mm512_cvtepi16_epi8(h)));
-            }
-            for (int k = 0; k < 4; k++) {
-                for (int j = 0; j < 4; j++) {
-                    const unsigned v = (uint8_t)(blk[48 + j] * pow3[k]);
-                    cb[240 + 4 * k + j] = (uint8_t)((v * 3u) >> 8);
-                }
-            }
-            d[b] = bn_rd_u16(blk + BN_TQ1_0_BYTES - 2);
-        }
+    } else { /* TQ1_0 */
+        for (int64_t b = 0; b < w->n_cols / 256; b++)
+            d[b] = bn_avx2_tq1_0_codes(src + b * BN_TQ1_0_BYTES, codes + 256 * b);
     }
 }
 
